@@ -1,0 +1,132 @@
+"""The decoder-only skeleton both model families share: masks, KV cache, scanned blocks."""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from easylm_imitate.models import layers
+from easylm_imitate.models.config import ModelConfig
+
+INIT_STD = 0.02
+
+
+def new_param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...],
+              init: str = "normal") -> nnx.Param:
+    """A float32 parameter with logical axis names (`logical_axes` metadata) for sharding."""
+    if len(shape) != len(axes):
+        raise ValueError(f"shape {shape} and logical axes {axes} differ in rank")
+    if init == "normal":
+        value = INIT_STD * jax.random.normal(rngs.params(), shape, jnp.float32)
+    elif init == "ones":
+        value = jnp.ones(shape, jnp.float32)
+    elif init == "zeros":
+        value = jnp.zeros(shape, jnp.float32)
+    else:
+        raise ValueError(f"unknown init {init!r}")
+    return nnx.Param(value, logical_axes=axes)
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Stacked key/value buffers for decoding.
+
+    k, v: [layers, batch, slots, kv_heads, head_dim]; segments: [batch, slots] (0 = empty or
+    padding); index: the next slot to write (shared by the batch; prompts are left-padded).
+    """
+
+    k: jax.Array
+    v: jax.Array
+    segments: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def create(cls, cfg: ModelConfig, batch: int, slots: int, dtype=None) -> "KVCache":
+        """An empty cache for `batch` rows of `slots` tokens."""
+        dtype = dtype or layers.compute_dtype(cfg.dtype)
+        shape = (cfg.num_layers, batch, slots, cfg.kv_heads, cfg.dim_per_head)
+        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                   segments=jnp.zeros((batch, slots), jnp.int32), index=jnp.zeros((), jnp.int32))
+
+
+def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
+    """Attention of new q/k/v [B,T,H(kv),D]; with a layer cache, k/v are written at `index` first."""
+    if layer_cache is None:
+        return layers.attention(q, k, v, mask, cfg.attention), None
+    k_all = jax.lax.dynamic_update_slice(layer_cache[0], k.astype(layer_cache[0].dtype), (0, index, 0, 0))
+    v_all = jax.lax.dynamic_update_slice(layer_cache[1], v.astype(layer_cache[1].dtype), (0, index, 0, 0))
+    out = layers.attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask, cfg.attention)
+    return out, (k_all, v_all)
+
+
+class Blocks(nnx.Module):
+    """A stack of transformer blocks whose parameters carry a leading `layers` axis."""
+
+    def stacked(self, dtype) -> dict[str, jax.Array]:
+        """All block parameters as a dict of arrays cast to the compute dtype."""
+        return {name: var[...].astype(dtype) for name, var in vars(self).items()
+                if isinstance(var, nnx.Param)}
+
+
+class DecoderLM(nnx.Module):
+    """Shared forward pass. Families implement embed, block_context, block and head."""
+
+    cfg: ModelConfig
+    blocks: Blocks
+
+    def embed(self, tokens: jax.Array, positions: jax.Array, dtype) -> jax.Array:
+        """Token (and position) embeddings [B, T, D] in the compute dtype."""
+        raise NotImplementedError
+
+    def block_context(self, positions: jax.Array):
+        """Per-call values every block needs (e.g. RoPE tables)."""
+        return None
+
+    def block(self, p: dict, x: jax.Array, context, mask, layer_cache, index):
+        """One transformer block: returns (x, updated layer cache or None)."""
+        raise NotImplementedError
+
+    def head(self, x: jax.Array, dtype) -> jax.Array:
+        """Final norm and vocabulary projection; float32 logits [B, T, V]."""
+        raise NotImplementedError
+
+    def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None, cache: KVCache | None = None):
+        """Logits [B, T, V] (float32) for token ids [B, T].
+
+        `segment_ids` (0 = padding) keep packed examples from attending to each other;
+        `positions` restart at 0 in each segment. With `cache`, the tokens are written at
+        `cache.index` and `(logits, new_cache)` is returned.
+        """
+        cfg = self.cfg
+        dtype = layers.compute_dtype(cfg.dtype)
+        b, t = tokens.shape
+        index = cache.index if cache is not None else jnp.zeros((), jnp.int32)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32) + index, (b, t))
+        if segment_ids is None:
+            segment_ids = jnp.ones((b, t), jnp.int32)
+        q_slots = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32) + index, (b, t))
+        if cache is None:
+            kv_segments, kv_slots = segment_ids, q_slots
+        else:
+            kv_segments = jax.lax.dynamic_update_slice(cache.segments, segment_ids.astype(jnp.int32), (0, index))
+            kv_slots = jnp.broadcast_to(jnp.arange(cache.segments.shape[1], dtype=jnp.int32), kv_segments.shape)
+        mask = layers.attention_mask(q_slots, kv_slots, segment_ids, kv_segments)
+        x = self.embed(tokens, positions, dtype)
+        context = self.block_context(positions)
+        params = self.blocks.stacked(dtype)
+
+        def body(x, xs):
+            p, layer_cache = xs
+            x, new_cache = self.block(p, x, context, mask, layer_cache, index)
+            return x, new_cache
+
+        xs = (params, None if cache is None else (cache.k, cache.v))
+        x, new_kv = layers.scan_layers(body, x, xs, cfg.remat)
+        logits = self.head(x, dtype)
+        if cache is None:
+            return logits
+        return logits, KVCache(k=new_kv[0], v=new_kv[1], segments=kv_segments, index=index + t)

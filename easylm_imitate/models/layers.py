@@ -1,0 +1,98 @@
+"""Pure functions shared by the model families: norms, RoPE, masks, attention, remat."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm computed in float32; returns float32."""
+    x = x.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+    return x * scale.astype(jnp.float32)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    """LayerNorm with bias computed in float32; returns float32."""
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+
+
+def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos/sin tables [batch, seq, head_dim] for the rotate-half RoPE of HF LLaMA."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate x [B, T, H, D] by position (dimension j pairs with j + D/2), in float32."""
+    dtype = x.dtype
+    x = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    out = x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+    return out.astype(dtype)
+
+
+def attention_mask(q_slots: jax.Array, kv_slots: jax.Array, q_segments: jax.Array,
+                   kv_segments: jax.Array) -> jax.Array:
+    """Boolean mask [B, 1, Tq, Tk]: causal over slots and same segment only.
+
+    Slots are positions in the (possibly cached) sequence buffer; segment 0 marks padding,
+    which real tokens never attend to.
+    """
+    causal = q_slots[:, :, None] >= kv_slots[:, None, :]
+    same = q_segments[:, :, None] == kv_segments[:, None, :]
+    return (causal & same)[:, None, :, :]
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str) -> jax.Array:
+    """Grouped-query attention. q [B,Tq,H,D], k/v [B,Tk,Hkv,D], mask [B,1,Tq,Tk] -> [B,Tq,H,D].
+
+    `impl` is 'xla' (explicit einsum reference with a float32 softmax) or 'dot_product' /
+    'cudnn' (`jax.nn.dot_product_attention`, which picks cuDNN flash attention on GPU).
+    """
+    scale = q.shape[-1] ** -0.5
+    if impl in ("dot_product", "cudnn"):
+        implementation = "cudnn" if impl == "cudnn" else None
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=implementation)
+    b, tq, h, d = q.shape
+    hkv = k.shape[2]
+    q = q.reshape(b, tq, hkv, h // hkv, d)
+    logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32) * scale
+    logits = jnp.where(mask[:, :, None, :, :], logits, NEG_INF)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bgrqk,bkgd->bqgrd", weights, v)
+    return out.reshape(b, tq, h, d)
+
+
+def remat_policy(name: str):
+    """The `jax.checkpoint` policy for a named remat setting, or None for no remat."""
+    policies = {
+        "none": None,
+        "full": jax.checkpoint_policies.nothing_saveable,
+        "save_dots": jax.checkpoint_policies.checkpoint_dots,
+        "save_dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }
+    if name not in policies:
+        raise ValueError(f"unknown remat policy {name!r}; choose one of {sorted(policies)}")
+    return policies[name]
+
+
+def scan_layers(body, carry, stacked, remat: str):
+    """Run `body(carry, layer_slice) -> (carry, out)` over the leading axis of `stacked`."""
+    if remat != "none":
+        body = jax.checkpoint(body, policy=remat_policy(remat), prevent_cse=False)
+    return jax.lax.scan(body, carry, stacked)
+
+
+def compute_dtype(name: str):
+    """jnp dtype for a config dtype name."""
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]

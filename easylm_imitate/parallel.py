@@ -1,0 +1,198 @@
+"""Device meshes, logical-axis sharding rules, multi-host initialisation and batch assembly.
+
+A mesh has three named axes: `dp` (pure data parallel: parameters replicated), `fsdp`
+(data parallel with parameters and optimizer state sharded) and `tp` (tensor parallel).
+Parameters carry logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
+`mlp`, `layers`, `norm`); a rules table maps each logical name to a mesh axis or None.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("dp", "fsdp", "tp")
+BATCH_AXES = ("dp", "fsdp")
+
+# Logical name -> mesh axis. FSDP shards the embedding dimension of every matrix; the
+# tensor-parallel axis splits heads, MLP and vocabulary. With tp=1 the tp entries are no-ops.
+RULES: dict[str, dict[str, str | None]] = {
+    "fsdp": {"vocab": None, "embed": "fsdp", "heads": None, "kv_heads": None, "head_dim": None,
+             "mlp": None, "layers": None, "norm": None},
+    "fsdp_tp": {"vocab": "tp", "embed": "fsdp", "heads": "tp", "kv_heads": "tp", "head_dim": None,
+                "mlp": "tp", "layers": None, "norm": None},
+    "replicated": {},
+}
+
+
+def parse_mesh_spec(spec: str, num_devices: int | None = None) -> dict[str, int]:
+    """Parse 'dp:1,fsdp:-1,tp:1' into axis sizes; one -1 takes the remaining devices."""
+    num_devices = num_devices or jax.device_count()
+    sizes: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, value = part.partition(":")
+        if not sep or name not in MESH_AXES:
+            raise ValueError(f"mesh spec {spec!r}: bad entry {part!r} (expected AXIS:SIZE with AXIS in {MESH_AXES})")
+        if name in sizes:
+            raise ValueError(f"mesh spec {spec!r}: axis {name!r} given twice")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise ValueError(f"mesh spec {spec!r}: size of {name!r} is not an integer: {value!r}") from None
+    for name in MESH_AXES:
+        sizes.setdefault(name, 1)
+    free = [n for n, s in sizes.items() if s == -1]
+    if len(free) > 1:
+        raise ValueError(f"mesh spec {spec!r}: only one axis may be -1")
+    fixed = int(np.prod([s for s in sizes.values() if s != -1]))
+    if any(s == 0 or s < -1 for s in sizes.values()):
+        raise ValueError(f"mesh spec {spec!r}: sizes must be positive or -1")
+    if free:
+        if num_devices % fixed:
+            raise ValueError(f"mesh spec {spec!r}: {num_devices} devices are not divisible by {fixed}")
+        sizes[free[0]] = num_devices // fixed
+    if int(np.prod(list(sizes.values()))) != num_devices:
+        raise ValueError(f"mesh spec {spec!r} needs {int(np.prod(list(sizes.values())))} devices, "
+                         f"but {num_devices} are available")
+    return {n: sizes[n] for n in MESH_AXES}
+
+
+def make_mesh(spec: str = "dp:1,fsdp:-1,tp:1", devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh with axes (dp, fsdp, tp) over `devices` (default: all), classic GSPMD (Auto) axes."""
+    devices = list(devices) if devices is not None else jax.devices()
+    sizes = parse_mesh_spec(spec, len(devices))
+    shape = tuple(sizes[n] for n in MESH_AXES)
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    if devices == jax.devices():
+        return jax.make_mesh(shape, MESH_AXES, axis_types=auto)
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
+
+
+def logical_to_spec(axes: Sequence[str | None], rules: Mapping[str, str | None], shape=None,
+                    mesh: Mesh | None = None) -> PartitionSpec:
+    """Map logical axis names to a PartitionSpec; a mesh axis is used once, on a divisible dim."""
+    used: set[str] = set()
+    out = []
+    for i, name in enumerate(axes):
+        mesh_axis = rules.get(name) if name is not None else None
+        if mesh_axis is not None and mesh_axis not in used:
+            if shape is not None and mesh is not None and shape[i] % mesh.shape[mesh_axis]:
+                mesh_axis = None  # this dimension cannot be split evenly: keep it whole
+        else:
+            mesh_axis = None
+        if mesh_axis is not None:
+            used.add(mesh_axis)
+        out.append(mesh_axis)
+    return PartitionSpec(*out)
+
+
+def rules_for(name_or_rules: str | Mapping[str, str | None]) -> Mapping[str, str | None]:
+    """A rules table by name ('fsdp', 'fsdp_tp', 'replicated') or passed through."""
+    if isinstance(name_or_rules, str):
+        if name_or_rules not in RULES:
+            raise ValueError(f"unknown sharding rules {name_or_rules!r}; choose one of {sorted(RULES)}")
+        return RULES[name_or_rules]
+    return name_or_rules
+
+
+def state_shardings(state, mesh: Mesh, rules: str | Mapping[str, str | None] = "fsdp_tp"):
+    """NamedShardings for an nnx.State (or any pytree of Variables) from `logical_axes` metadata."""
+    table = rules_for(rules)
+
+    def one(var):
+        if isinstance(var, nnx.Variable):
+            axes = getattr(var, "logical_axes", None)
+            value = var.get_value()
+            if axes is None:
+                spec = PartitionSpec()
+            else:
+                spec = logical_to_spec(axes, table, getattr(value, "shape", None), mesh)
+            return var.replace(NamedSharding(mesh, spec))
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    """Sharding of a [batch, ...] array: batch split over dp and fsdp, the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A fully replicated sharding on `mesh`."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def create_sharded_model(build, mesh: Mesh, rules: str | Mapping[str, str | None] = "fsdp_tp"):
+    """Build an nnx model directly into sharded device memory (no full host copy).
+
+    `build` is a zero-argument function returning the model.
+    """
+    abstract = nnx.eval_shape(build)
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = state_shardings(abstract_state, mesh, rules)
+
+    @jax.jit
+    def init():
+        state = nnx.state(build())
+        return jax.lax.with_sharding_constraint(state, shardings)
+
+    with jax.set_mesh(mesh):
+        state = jax.jit(init, out_shardings=shardings)()
+    return nnx.merge(graphdef, state)
+
+
+def shard_model(model, mesh: Mesh, rules: str | Mapping[str, str | None] = "fsdp_tp"):
+    """Move an existing model's parameters onto `mesh` according to `rules` (in place)."""
+    state = nnx.state(model)
+    shardings = state_shardings(state, mesh, rules)
+    nnx.update(model, jax.device_put(state, shardings))
+    return model
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, local_device_ids=None) -> bool:
+    """Join a multi-host run through `jax.distributed`; returns True when it initialised.
+
+    Explicit arguments win; otherwise TPU pods, SLURM and other clusters JAX knows are
+    auto-detected. On a single host without a cluster environment nothing happens.
+    """
+    if coordinator_address or num_processes:
+        if not (coordinator_address and num_processes is not None and process_id is not None):
+            raise ValueError("multi-host: give coordinator_address, num_processes and process_id together")
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                                   process_id=process_id, local_device_ids=local_device_ids)
+        return True
+    cluster_env = ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS",
+                   "OMPI_COMM_WORLD_SIZE")
+    if any(os.environ.get(k) for k in cluster_env) and int(os.environ.get("SLURM_NTASKS", "2")) > 1:
+        try:
+            jax.distributed.initialize()
+            return True
+        except (ValueError, RuntimeError) as e:  # not actually a multi-process cluster
+            logging.warning("jax.distributed auto-detection failed (%s); running single-process", e)
+    return False
+
+
+def host_batch_slice(global_batch: int) -> slice:
+    """Rows of the global batch this process feeds (an equal contiguous share)."""
+    n, i = jax.process_count(), jax.process_index()
+    if global_batch % n:
+        raise ValueError(f"global batch {global_batch} is not divisible by {n} processes")
+    per = global_batch // n
+    return slice(i * per, (i + 1) * per)
+
+
+def global_batch_from_host(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Assemble a global batch from this host's rows (each host passes only its own slice)."""
+    out = {}
+    for name, array in local.items():
+        sharding = batch_sharding(mesh, np.ndim(array))
+        out[name] = jax.make_array_from_process_local_data(sharding, np.asarray(array))
+    return out
