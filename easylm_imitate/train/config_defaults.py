@@ -1,0 +1,57 @@
+"""Every key a training config may set, with its default. Config files in `configs/` start
+from `default_config()` and change what they need; the trainer locks the result, so a
+misspelled key on the command line (`--config.lerning_rate=...`) is an error."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The full set of training options with defaults."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.batch_size = 8  # global rows per optimizer step (all hosts together)
+    c.seq_length = 512
+    c.total_steps = 0  # 0: one epoch over the packed training rows
+    c.grad_accum_steps = 1
+    c.learning_rate = 2e-5
+    c.save_every_steps = 500
+    c.keep_checkpoints = 3
+    c.log_every_steps = 10
+    c.eval_every_steps = 0  # 0: only at the end (when data.eval_file is set)
+    c.init_from = ""  # converted checkpoint or training run to start from (parameters only)
+    c.tokenizer = ""  # tokenizer directory; default: the one of init_from
+    c.mesh = "dp:1,fsdp:-1,tp:1"
+    c.sharding_rules = "fsdp_tp"
+    c.peak_flops_per_device = 0.0  # 0: from the device table (CPU: measured matmul peak)
+    c.tensorboard = True
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "tiny-llama"  # ignored when init_from gives the model
+    c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    c.model.remat = "none"  # none | full | save_dots | save_dots_no_batch
+    c.model.attention = "xla"  # xla | dot_product | cudnn
+
+    c.data = ml_collections.ConfigDict()
+    c.data.train_file = ""
+    c.data.eval_file = ""
+    c.data.template = "paper"  # paper | chatml | tokenizer
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"  # adamw | adafactor_scaled (alias palm)
+    c.optimizer.learning_rate = c.get_ref("learning_rate")
+    c.optimizer.warmup_steps = 0
+    c.optimizer.schedule = "constant"  # constant | cosine | linear (after warm-up)
+    c.optimizer.end_lr_ratio = 0.0
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.95
+    c.optimizer.eps = 1e-8
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.clip_grad_norm = 1.0
+
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+    return c

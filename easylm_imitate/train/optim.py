@@ -1,0 +1,70 @@
+"""Optimizers, learning-rate schedules and the weight-decay mask.
+
+Optimizers (`config.optimizer.name`):
+- `adamw`: optax AdamW with decoupled weight decay on matrices only.
+- `adafactor_scaled` (alias `palm`): the paper's "AdamW with gradients re-scaled by the
+  magnitude of each weight": a non-factored Adafactor update with first-moment momentum and
+  `multiply_by_parameter_scale` (each update is scaled by the RMS of its parameter), as
+  in EasyLM's trainer.
+Both sit behind global-norm clipping and use one schedule: linear warm-up from 0 to the
+peak rate, then constant, cosine or linear decay to `end_lr_ratio` x peak.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+SCHEDULES = ("constant", "cosine", "linear")
+OPTIMIZERS = ("adamw", "adafactor_scaled", "palm")
+
+
+def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int, decay: str = "constant",
+                           end_lr_ratio: float = 0.0) -> optax.Schedule:
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `decay` until `total_steps`."""
+    if decay not in SCHEDULES:
+        raise ValueError(f"optimizer.schedule: unknown schedule {decay!r} (expected one of {SCHEDULES})")
+    warmup = optax.linear_schedule(0.0, peak, max(warmup_steps, 1))
+    rest = max(total_steps - warmup_steps, 1)
+    if decay == "constant":
+        after = optax.constant_schedule(peak)
+    elif decay == "cosine":
+        after = optax.cosine_decay_schedule(peak, rest, alpha=end_lr_ratio)
+    else:
+        after = optax.linear_schedule(peak, peak * end_lr_ratio, rest)
+    if warmup_steps <= 0:
+        return after
+    return optax.join_schedules([warmup, after], [warmup_steps])
+
+
+def decay_mask(logical_axes_tree):
+    """True for parameters that get weight decay: matrices (>= 2 non-layer axes).
+
+    Norm scales and biases (vectors once the stacked `layers` axis is ignored) are excluded.
+    """
+    def one(axes):
+        return sum(1 for a in axes if a != "layers") >= 2
+
+    return jax.tree.map(one, logical_axes_tree, is_leaf=lambda x: isinstance(x, tuple))
+
+
+def make_optimizer(opt_cfg, total_steps: int, mask) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(optimizer, schedule) from the `optimizer` section of a training config."""
+    name = opt_cfg.name
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name: unknown optimizer {name!r} (expected one of {OPTIMIZERS})")
+    schedule = learning_rate_schedule(opt_cfg.learning_rate, opt_cfg.warmup_steps, total_steps,
+                                      opt_cfg.schedule, opt_cfg.end_lr_ratio)
+    parts = []
+    if opt_cfg.clip_grad_norm > 0:
+        parts.append(optax.clip_by_global_norm(opt_cfg.clip_grad_norm))
+    if name == "adamw":
+        parts.append(optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
+                                 weight_decay=opt_cfg.weight_decay, mask=mask))
+    else:
+        parts.append(optax.adafactor(learning_rate=schedule, multiply_by_parameter_scale=True,
+                                     factored=False, momentum=opt_cfg.b1, decay_rate=opt_cfg.b2,
+                                     clipping_threshold=None,
+                                     weight_decay_rate=opt_cfg.weight_decay or None,
+                                     weight_decay_mask=mask))
+    return optax.chain(*parts), schedule

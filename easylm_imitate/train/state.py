@@ -1,0 +1,93 @@
+"""Building the sharded train state: model config, shardings, fresh / fine-tune / resumed state."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from easylm_imitate import checkpoint, parallel
+from easylm_imitate.models import ModelConfig, build_model, get_preset
+from easylm_imitate.train import run_checkpoint
+from easylm_imitate.train.step import TrainState
+
+
+def model_config(config) -> ModelConfig:
+    """The model to train: from `init_from`'s metadata if given, else the preset; runtime
+    fields (dtype, remat, attention) always come from the training config."""
+    runtime = dict(dtype=config.model.dtype, remat=config.model.remat, attention=config.model.attention)
+    if config.init_from:
+        path = config.init_from
+        if run_checkpoint.is_run_dir(path):
+            _, meta = run_checkpoint.read_run_meta(path)
+            base = ModelConfig.from_dict(meta["model"])
+        else:
+            base = ModelConfig.from_dict(checkpoint.read_meta(path)["model"])
+        return base.replace(**runtime)
+    return get_preset(config.model.preset, **runtime)
+
+
+@dataclasses.dataclass
+class StateLayout:
+    """Abstract shapes and shardings of the train state on a mesh."""
+
+    graphdef: nnx.GraphDef
+    params_shapes: dict
+    params_shardings: dict
+    opt_shardings: object
+    state_shardings: TrainState
+    logical_axes: dict
+
+
+def layout(cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh, rules: str) -> StateLayout:
+    """Shapes and shardings of params, optimizer state and step, without allocating."""
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build_model(cfg)))
+    params_shardings = parallel.state_shardings(abstract_state, mesh, rules).to_pure_dict()
+    params_shapes = abstract_state.to_pure_dict()
+    axes = _axes_tree(abstract_state)
+    opt_shapes = jax.eval_shape(optimizer.init, params_shapes)
+    rep = parallel.replicated(mesh)
+    opt_shardings = optax.tree_map_params(optimizer, lambda _, s: s, opt_shapes, params_shardings,
+                                          transform_non_params=lambda _: rep)
+    state_shardings = TrainState(params_shardings, opt_shardings, rep)
+    return StateLayout(graphdef, params_shapes, params_shardings, opt_shardings, state_shardings, axes)
+
+
+def _axes_tree(abstract_state) -> dict:
+    """Pure dict of each parameter's logical axis names."""
+    flat = {path: tuple(getattr(var, "logical_axes", ()) or ()) for path, var in nnx.to_flat_state(abstract_state)}
+    tree: dict = {}
+    for path, axes in flat.items():
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = axes
+    return tree
+
+
+def fresh_params(cfg: ModelConfig, seed: int, lay: StateLayout):
+    """Randomly initialised parameters, created directly in their shardings."""
+    init = jax.jit(lambda: nnx.state(build_model(cfg, seed)).to_pure_dict(), out_shardings=lay.params_shardings)
+    return init()
+
+
+def params_from(path: str, lay: StateLayout):
+    """Parameters of a converted checkpoint or of a training run's latest step, sharded."""
+    target = checkpoint.abstract_params(lay.params_shapes, lay.params_shardings)
+    if run_checkpoint.is_run_dir(path):
+        step, _ = run_checkpoint.read_run_meta(path)
+        return run_checkpoint.restore_params_only(path, step, target)
+    if not os.path.isdir(path):
+        raise checkpoint.CheckpointError(f"init_from: {path}: no such checkpoint directory")
+    return checkpoint.restore_params(path, target)
+
+
+def initial_state(params, optimizer, lay: StateLayout) -> TrainState:
+    """Step-0 train state around `params` (optimizer state created sharded)."""
+    opt_state = jax.jit(optimizer.init, out_shardings=lay.opt_shardings)(params)
+    step = jax.device_put(jax.numpy.zeros((), jax.numpy.int32), lay.state_shardings.step)
+    return TrainState(params, opt_state, step)

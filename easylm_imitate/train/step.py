@@ -1,0 +1,87 @@
+"""Pure training/eval step functions: masked token losses as (sum, count), gradient
+accumulation over micro-batches, one optimizer update.
+
+A batch is a dict of [batch, seq] arrays: `inputs`, `targets`, `weights` (the loss mask,
+1.0 only on assistant tokens), `segment_ids` and `positions`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+class TrainState(NamedTuple):
+    """Everything a step updates: float32 parameters, optimizer state, step counter."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+
+
+def loss_terms(graphdef, params, batch) -> tuple[jax.Array, dict]:
+    """Summed cross-entropy over weighted tokens, plus count and correct-token sums."""
+    model = nnx.merge(graphdef, params)
+    logits = model(batch["inputs"], positions=batch["positions"], segment_ids=batch["segment_ids"])
+    weights = batch["weights"].astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    correct = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
+    loss_sum = jnp.sum(losses * weights)
+    return loss_sum, {"loss_sum": loss_sum, "count": jnp.sum(weights), "correct": jnp.sum(correct * weights)}
+
+
+def _split_micro(batch, accum: int):
+    """[B, ...] -> [accum, B / accum, ...]; micro-batch i takes rows i, i + accum, ...
+
+    Strided so that the (sharded) leading axis stays the batch axis of every micro-batch.
+    """
+    def split(x):
+        return x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def summed_grads(graphdef, params, batch, accum: int):
+    """Gradients of the summed loss and the summed metrics, accumulated over `accum` micro-batches."""
+    grad_fn = jax.grad(loss_terms, argnums=1, has_aux=True)
+    if accum == 1:
+        return grad_fn(graphdef, params, batch)
+
+    def body(carry, micro):
+        grads, sums = carry
+        g, m = grad_fn(graphdef, params, micro)
+        return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, sums, m)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    zero_sums = {"loss_sum": 0.0, "count": 0.0, "correct": 0.0}
+    zero_sums = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), zero_sums)
+    (grads, sums), _ = jax.lax.scan(body, (zeros, zero_sums), _split_micro(batch, accum))
+    return grads, sums
+
+
+def train_step(graphdef, optimizer: optax.GradientTransformation, schedule, accum: int,
+               state: TrainState, batch) -> tuple[TrainState, dict]:
+    """One update on the global batch: the loss is the token mean over the whole batch."""
+    grads, sums = summed_grads(graphdef, state.params, batch, accum)
+    count = jnp.maximum(sums["count"], 1.0)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": sums["loss_sum"] / count,
+        "accuracy": sums["correct"] / count,
+        "tokens": sums["count"],
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": schedule(state.step),
+    }
+    return TrainState(params, opt_state, state.step + 1), metrics
+
+
+def eval_step(graphdef, params, batch) -> dict:
+    """Summed loss, correct tokens and token count of one batch (no update)."""
+    _, sums = loss_terms(graphdef, params, batch)
+    return sums

@@ -1,0 +1,246 @@
+"""The fine-tuning loop: data, sharded state, jitted step, checkpoints, metrics, signals."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+import easylm_imitate
+from easylm_imitate import parallel
+from easylm_imitate.data import train_loader
+from easylm_imitate.fileio import write_json_atomic, write_jsonl_atomic
+from easylm_imitate.train import metrics as metrics_lib
+from easylm_imitate.train import optim, run_checkpoint, state as state_lib
+from easylm_imitate.train.step import TrainState, eval_step, train_step
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished (or interrupted) run reports."""
+
+    final_step: int
+    history: list[dict]
+    interrupted: bool = False
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop saves a checkpoint and exits at the next step."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def install(self) -> None:
+        """Route SIGTERM and SIGINT to this flag (main thread only)."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread (e.g. called from a test thread)
+                pass
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def load_tokenizer(config):
+    """The tokenizer named by `config.tokenizer`, else the one saved with `init_from`."""
+    from transformers import AutoTokenizer
+
+    path = config.tokenizer or (os.path.join(config.init_from, "tokenizer") if config.init_from else "")
+    if not path or not os.path.isdir(path):
+        raise ValueError(f"tokenizer: no tokenizer directory (config.tokenizer={config.tokenizer!r}, "
+                         f"init_from={config.init_from!r}); set --config.tokenizer=DIR")
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _git_commit() -> str | None:
+    """The commit of the code being run, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(__file__), capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_run_info(workdir: str, config, cfg, tokenizer) -> None:
+    """Resolved config, package version, git commit and the tokenizer, into the workdir."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    write_json_atomic(os.path.join(workdir, "run_info.json"), {
+        "package_version": easylm_imitate.__version__, "git_commit": _git_commit(), "jax_version": jax.__version__,
+        "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+        "processes": jax.process_count(), "model": cfg.to_dict(), "argv": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    tok_dir = os.path.join(workdir, "tokenizer")
+    if not os.path.isdir(tok_dir):
+        tokenizer.save_pretrained(tok_dir)
+
+
+def _pad_id(tokenizer) -> int:
+    """Token id used for padding rows."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def load_data(config, tokenizer, workdir: str, log=print):
+    """(train rows, eval rows or None); rejects go to WORKDIR/rejects.jsonl with counts printed."""
+    from easylm_imitate.data.templates import get_template
+
+    template = get_template(config.data.template)
+    pad = _pad_id(tokenizer)
+    train = train_loader.render_file(config.data.train_file, tokenizer, template, config.seq_length, config.seed, pad)
+    rejects = list(train.rejects)
+    evals = None
+    if config.data.eval_file:
+        evals = train_loader.render_file(config.data.eval_file, tokenizer, template, config.seq_length, 0, pad)
+        rejects += evals.rejects
+    if jax.process_index() == 0:
+        write_jsonl_atomic(os.path.join(workdir, "rejects.jsonl"), rejects)
+    s = train.stats
+    log(f"data: {s.examples} examples -> {s.rows} rows of {config.seq_length} tokens "
+        f"({s.fill_ratio(config.seq_length):.0%} full, {s.loss_tokens} loss tokens); "
+        f"{len(rejects)} records rejected (see rejects.jsonl)")
+    return train, evals
+
+
+def train(config, workdir: str, log=print) -> TrainResult:
+    """Run (or resume) the training run described by `config` in `workdir`."""
+    dist = config.distributed
+    parallel.initialize_distributed(dist.coordinator_address or None, dist.num_processes or None,
+                                    None if dist.process_id < 0 else dist.process_id)
+    mesh = parallel.make_mesh(config.mesh)
+    tokenizer = load_tokenizer(config)
+    cfg = state_lib.model_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    train_rows, eval_rows = load_data(config, tokenizer, workdir, log)
+    total_steps = config.total_steps or max(1, train_rows.num_rows // config.batch_size)
+    if config.batch_size % config.grad_accum_steps:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by grad_accum_steps {config.grad_accum_steps}")
+    write_run_info(workdir, config, cfg, tokenizer)
+
+    abstract_axes = state_lib.layout(cfg, optim.make_optimizer(config.optimizer, total_steps, None)[0], mesh,
+                                     config.sharding_rules).logical_axes
+    optimizer, schedule = optim.make_optimizer(config.optimizer, total_steps, optim.decay_mask(abstract_axes))
+    lay = state_lib.layout(cfg, optimizer, mesh, config.sharding_rules)
+    mgr = run_checkpoint.manager(workdir, config.save_every_steps, config.keep_checkpoints or None)
+
+    start, data_state, tokens_seen = 0, None, 0
+    with jax.set_mesh(mesh):
+        latest = mgr.latest_step()
+        if latest is not None:
+            restored = run_checkpoint.restore(
+                mgr, latest, run_checkpoint.abstract_like(lay.params_shapes, lay.params_shardings),
+                run_checkpoint.abstract_like(jax.eval_shape(optimizer.init, lay.params_shapes), lay.opt_shardings))
+            step_arr = jax.device_put(np.asarray(latest, np.int32), lay.state_shardings.step)
+            state = TrainState(restored["params"], restored["opt_state"], step_arr)
+            start, data_state = latest, restored["data"]
+            tokens_seen = int(restored["meta"].get("tokens_seen", 0))
+            log(f"resuming from step {latest} ({mgr.directory})")
+        else:
+            params = (state_lib.params_from(config.init_from, lay) if config.init_from
+                      else state_lib.fresh_params(cfg, config.seed, lay))
+            state = state_lib.initial_state(params, optimizer, lay)
+            log(f"starting at step 0 from {config.init_from or 'random init'}: {cfg.num_params() / 1e6:.1f}M params")
+
+    batches = train_loader.batch_iterator(train_rows.rows, config.batch_size, total_steps, config.seed,
+                                          jax.process_index(), jax.process_count())
+    if data_state is not None:
+        batches.set_state(data_state)
+    batch_shardings = {k: parallel.batch_sharding(mesh) for k in train_rows.rows}
+    step_fn = jax.jit(functools.partial(train_step, lay.graphdef, optimizer, schedule, config.grad_accum_steps),
+                      in_shardings=(lay.state_shardings, batch_shardings),
+                      out_shardings=(lay.state_shardings, parallel.replicated(mesh)), donate_argnums=0)
+    eval_fn = jax.jit(functools.partial(eval_step, lay.graphdef), in_shardings=(lay.params_shardings, batch_shardings))
+
+    peak, peak_source = metrics_lib.peak_flops_per_device(config.peak_flops_per_device)
+    throughput = metrics_lib.Throughput(cfg.flops_per_token(config.seq_length), config.batch_size * config.seq_length,
+                                        peak, jax.device_count())
+    logger = metrics_lib.Logger(workdir, config.tensorboard)
+    log(f"mesh {dict(mesh.shape)}, {total_steps} steps of {config.batch_size}x{config.seq_length} tokens; "
+        f"MFU against {peak / 1e12:.2f} TFLOP/s per device ({peak_source})")
+
+    def meta(step):
+        return {"step": step, "tokens_seen": tokens_seen, "model": cfg.to_dict(),
+                "config": json.loads(config.to_json_best_effort())}
+
+    def evaluate(step):
+        if eval_rows is None:
+            return
+        sums = {"loss_sum": 0.0, "count": 0.0, "correct": 0.0}
+        with jax.set_mesh(mesh):
+            for chunk in train_loader.eval_batches(eval_rows.rows, config.batch_size):
+                out = jax.device_get(eval_fn(state.params, parallel.global_batch_from_host(
+                    {k: v[parallel.host_batch_slice(config.batch_size)] for k, v in chunk.items()}, mesh)))
+                sums = {k: sums[k] + float(out[k]) for k in sums}
+        count = max(sums["count"], 1.0)
+        scalars = {"eval_loss": sums["loss_sum"] / count, "eval_accuracy": sums["correct"] / count}
+        logger.write(step, scalars)
+        log(f"step {step}: eval loss {scalars['eval_loss']:.4f}, accuracy {scalars['eval_accuracy']:.3f}")
+
+    stop = _StopFlag()
+    stop.install()
+    interrupted = False
+    step = start
+    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
+               dynamic_ncols=True, file=sys.stderr)
+    try:
+        with jax.set_mesh(mesh):
+            while step < total_steps:
+                if stop.signal is not None:
+                    log(f"signal {stop.signal}: saving step {step} and stopping; rerun the same command to resume")
+                    run_checkpoint.save(mgr, step, state.params, state.opt_state, batches.get_state(), meta(step),
+                                        force=True)
+                    interrupted = True
+                    break
+                local = next(batches)
+                batch = parallel.global_batch_from_host(local, mesh)
+                state, step_metrics = step_fn(state, batch)
+                step += 1
+                throughput.step()
+                tokens_seen += config.batch_size * config.seq_length
+                if step % config.log_every_steps == 0 or step == total_steps or step == start + 1:
+                    scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                    scalars.update(throughput.report())
+                    if step == start + 1:
+                        scalars.pop("mfu"), scalars.pop("tokens_per_s"), scalars.pop("tflops_per_device")
+                    logger.write(step, scalars)
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['learning_rate']:.2e}",
+                                    **({"mfu": f"{scalars['mfu']:.1%}"} if "mfu" in scalars else {}))
+                bar.update(1)
+                if step % config.save_every_steps == 0 or step == total_steps:
+                    run_checkpoint.save(mgr, step, state.params, state.opt_state, batches.get_state(), meta(step),
+                                        force=step == total_steps)
+                if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
+                    evaluate(step)
+        if not interrupted:
+            evaluate(step)
+    finally:
+        bar.close()
+        mgr.wait_until_finished()
+        mgr.close()
+        logger.close()
+        stop.restore()
+    if jax.process_index() == 0:
+        write_jsonl_atomic(os.path.join(workdir, "metrics.jsonl"), logger.history)
+    return TrainResult(step, logger.history, interrupted)
