@@ -9,8 +9,13 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py[:arg]).",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, TensorBoard, config.")
-flags.mark_flags_as_required(["config", "workdir"])
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, TensorBoard, config "
+                                "(required unless --compile_only).")
+_COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only compile the train step for the configured mesh and "
+                                   "print the per-device memory plan (no data, no training).")
+_TOPOLOGY = flags.DEFINE_string("compile_topology", "", "With --compile_only: a TPU slice to compile for without "
+                                "having it, e.g. v4-32, v5e-16, v5p-8 (needs the [tpu] extra).")
+flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
@@ -19,6 +24,16 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+    if _COMPILE_ONLY.value:
+        from easylm_imitate.train.memory_plan import plan
+
+        report = plan(_CONFIG.value, _TOPOLOGY.value)
+        print(report.render())
+        raise SystemExit(0 if report.fits is not False else 2)
+    if _TOPOLOGY.value:
+        raise app.UsageError("--compile_topology needs --compile_only")
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required for training")
     from easylm_imitate.train.trainer import train
 
     result = train(_CONFIG.value, _WORKDIR.value)

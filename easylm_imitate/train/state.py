@@ -51,8 +51,11 @@ def layout(cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh
     axes = _axes_tree(abstract_state)
     opt_shapes = jax.eval_shape(optimizer.init, params_shapes)
     rep = parallel.replicated(mesh)
-    opt_shardings = optax.tree_map_params(optimizer, lambda _, s: s, opt_shapes, params_shardings,
-                                          transform_non_params=lambda _: rep)
+    # Moments shaped like their parameter share its sharding; anything else (counts, the
+    # placeholder rows/columns of a non-factored Adafactor) is replicated.
+    opt_shardings = optax.tree_map_params(
+        optimizer, lambda leaf, s, p: s if leaf.shape == p.shape else rep, opt_shapes, params_shardings,
+        params_shapes, transform_non_params=lambda _: rep)
     state_shardings = TrainState(params_shardings, opt_shardings, rep)
     return StateLayout(graphdef, params_shapes, params_shardings, opt_shardings, state_shardings, axes)
 
