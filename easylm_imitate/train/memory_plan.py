@@ -9,16 +9,13 @@ that installs and compiles on a CPU machine).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 
 import jax
 import numpy as np
 
 from easylm_imitate import parallel
-from easylm_imitate.train import optim
 from easylm_imitate.train import state as state_lib
-from easylm_imitate.train.step import train_step
 
 GIB = 1024 ** 3
 # Slice name -> (topology name for jax.experimental.topologies, chips per host bounds, HBM per chip).
@@ -128,9 +125,7 @@ def plan(config, topology: str = "") -> MemoryPlan:
     mesh = parallel.make_mesh(config.mesh, devices=devices)
     cfg = state_lib.model_config(config)
     total_steps = config.total_steps or 1000
-    axes = state_lib.layout(cfg, optim.make_optimizer(config.optimizer, total_steps, None)[0], mesh,
-                            config.sharding_rules).logical_axes
-    optimizer, schedule = optim.make_optimizer(config.optimizer, total_steps, optim.decay_mask(axes))
+    optimizer, schedule = state_lib.build_optimizer(config, cfg, total_steps)
     lay = state_lib.layout(cfg, optimizer, mesh, config.sharding_rules)
     opt_shapes = jax.eval_shape(optimizer.init, lay.params_shapes)
     state_shapes = type(lay.state_shardings)(lay.params_shapes, opt_shapes, jax.ShapeDtypeStruct((), np.int32))
@@ -141,9 +136,7 @@ def plan(config, topology: str = "") -> MemoryPlan:
     params_bytes = per_device_bytes(lay.params_shapes, lay.params_shardings)
     opt_bytes = per_device_bytes(opt_shapes, lay.opt_shardings)
     batch_bytes = per_device_bytes(batch_shapes, batch_shardings)
-    step = jax.jit(functools.partial(train_step, lay.graphdef, optimizer, schedule, config.grad_accum_steps),
-                   in_shardings=(lay.state_shardings, batch_shardings),
-                   out_shardings=(lay.state_shardings, parallel.replicated(mesh)), donate_argnums=0)
+    step = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh)
     common = dict(target=target, devices=len(devices), mesh=dict(mesh.shape), params_bytes=params_bytes,
                   opt_state_bytes=opt_bytes, batch_bytes=batch_bytes, capacity_bytes=capacity)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -12,8 +13,8 @@ from jax.sharding import Mesh
 
 from easylm_imitate import checkpoint, parallel
 from easylm_imitate.models import ModelConfig, build_model, get_preset
-from easylm_imitate.train import run_checkpoint
-from easylm_imitate.train.step import TrainState
+from easylm_imitate.train import optim, run_checkpoint
+from easylm_imitate.train.step import TrainState, train_step
 
 
 def model_config(config) -> ModelConfig:
@@ -41,6 +42,25 @@ class StateLayout:
     opt_shardings: object
     state_shardings: TrainState
     logical_axes: dict
+
+
+def logical_axes(cfg: ModelConfig) -> dict:
+    """Pure dict of each parameter's logical axis names."""
+    return _axes_tree(nnx.state(nnx.eval_shape(lambda: build_model(cfg))))
+
+
+def build_optimizer(config, cfg: ModelConfig, total_steps: int):
+    """(optimizer, schedule) for a training config; weight decay only on matrices."""
+    return optim.make_optimizer(config.optimizer, total_steps, optim.decay_mask(logical_axes(cfg)))
+
+
+def jit_train_step(lay: "StateLayout", optimizer, schedule, accum: int, mesh: Mesh):
+    """The sharded, donated, jitted train step for this layout."""
+    batch_shardings = {k: parallel.batch_sharding(mesh) for k in
+                       ("inputs", "targets", "weights", "segment_ids", "positions")}
+    fn = functools.partial(train_step, lay.graphdef, optimizer, schedule, accum)
+    return jax.jit(fn, in_shardings=(lay.state_shardings, batch_shardings),
+                   out_shardings=(lay.state_shardings, parallel.replicated(mesh)), donate_argnums=0)
 
 
 def layout(cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh, rules: str) -> StateLayout:

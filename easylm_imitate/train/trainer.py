@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -21,8 +20,8 @@ from easylm_imitate import parallel
 from easylm_imitate.data import train_loader
 from easylm_imitate.fileio import write_json_atomic, write_jsonl_atomic
 from easylm_imitate.train import metrics as metrics_lib
-from easylm_imitate.train import optim, run_checkpoint, state as state_lib
-from easylm_imitate.train.step import TrainState, eval_step, train_step
+from easylm_imitate.train import run_checkpoint, state as state_lib
+from easylm_imitate.train.step import TrainState, eval_step
 
 
 @dataclasses.dataclass
@@ -139,9 +138,7 @@ def train(config, workdir: str, log=print) -> TrainResult:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by grad_accum_steps {config.grad_accum_steps}")
     write_run_info(workdir, config, cfg, tokenizer)
 
-    abstract_axes = state_lib.layout(cfg, optim.make_optimizer(config.optimizer, total_steps, None)[0], mesh,
-                                     config.sharding_rules).logical_axes
-    optimizer, schedule = optim.make_optimizer(config.optimizer, total_steps, optim.decay_mask(abstract_axes))
+    optimizer, schedule = state_lib.build_optimizer(config, cfg, total_steps)
     lay = state_lib.layout(cfg, optimizer, mesh, config.sharding_rules)
     mgr = run_checkpoint.manager(workdir, config.save_every_steps, config.keep_checkpoints or None)
 
@@ -168,9 +165,7 @@ def train(config, workdir: str, log=print) -> TrainResult:
     if data_state is not None:
         batches.set_state(data_state)
     batch_shardings = {k: parallel.batch_sharding(mesh) for k in train_rows.rows}
-    step_fn = jax.jit(functools.partial(train_step, lay.graphdef, optimizer, schedule, config.grad_accum_steps),
-                      in_shardings=(lay.state_shardings, batch_shardings),
-                      out_shardings=(lay.state_shardings, parallel.replicated(mesh)), donate_argnums=0)
+    step_fn = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh)
     eval_fn = jax.jit(functools.partial(eval_step, lay.graphdef), in_shardings=(lay.params_shardings, batch_shardings))
 
     peak, peak_source = metrics_lib.peak_flops_per_device(config.peak_flops_per_device)
