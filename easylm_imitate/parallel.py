@@ -8,6 +8,8 @@ Parameters carry logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `hea
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -169,15 +171,26 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                    process_id=process_id, local_device_ids=local_device_ids)
         return True
-    cluster_env = ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS",
-                   "OMPI_COMM_WORLD_SIZE")
-    if any(os.environ.get(k) for k in cluster_env) and int(os.environ.get("SLURM_NTASKS", "2")) > 1:
+    if _in_cluster():
         try:
             jax.distributed.initialize()
             return True
         except (ValueError, RuntimeError) as e:  # not actually a multi-process cluster
             logging.warning("jax.distributed auto-detection failed (%s); running single-process", e)
     return False
+
+
+def _in_cluster() -> bool:
+    """Whether this process looks like one of several in a cluster JAX can auto-detect:
+    a Cloud TPU VM (TPU device files and libtpu; JAX reads the slice from the VM metadata),
+    a SLURM job step with several tasks, or an Open MPI / Megascale launch."""
+    if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return True
+    if any(os.environ.get(k) for k in ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS",
+                                       "OMPI_COMM_WORLD_SIZE")):
+        return True
+    has_tpu = bool(glob.glob("/dev/accel*")) or os.path.isdir("/dev/vfio")
+    return has_tpu and importlib.util.find_spec("libtpu") is not None
 
 
 def host_batch_slice(global_batch: int) -> slice:

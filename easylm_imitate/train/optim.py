@@ -38,14 +38,12 @@ def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int, dec
 
 
 def decay_mask(logical_axes_tree):
-    """True for parameters that get weight decay: matrices (>= 2 non-layer axes).
+    """True for parameters that get weight decay: those with an `embed` axis.
 
-    Norm scales and biases (vectors once the stacked `layers` axis is ignored) are excluded.
+    That is every weight matrix and embedding (each maps from or to the model dimension);
+    norm scales and biases never have it, so they are never decayed.
     """
-    def one(axes):
-        return sum(1 for a in axes if a != "layers") >= 2
-
-    return jax.tree.map(one, logical_axes_tree, is_leaf=lambda x: isinstance(x, tuple))
+    return jax.tree.map(lambda axes: "embed" in axes, logical_axes_tree, is_leaf=lambda x: isinstance(x, tuple))
 
 
 def make_optimizer(opt_cfg, total_steps: int, mask) -> tuple[optax.GradientTransformation, optax.Schedule]:
