@@ -25,9 +25,9 @@ BATCH_AXES = ("dp", "fsdp")
 # Logical name -> mesh axis. FSDP shards the embedding dimension of every matrix; the
 # tensor-parallel axis splits heads, MLP and vocabulary. With tp=1 the tp entries are no-ops.
 RULES: dict[str, dict[str, str | None]] = {
-    "fsdp": {"vocab": None, "embed": "fsdp", "heads": None, "kv_heads": None, "head_dim": None,
+    "fsdp": {"batch": ("dp", "fsdp"), "vocab": None, "embed": "fsdp", "heads": None, "kv_heads": None, "head_dim": None,
              "mlp": None, "layers": None, "norm": None},
-    "fsdp_tp": {"vocab": "tp", "embed": "fsdp", "heads": "tp", "kv_heads": "tp", "head_dim": None,
+    "fsdp_tp": {"batch": ("dp", "fsdp"), "vocab": "tp", "embed": "fsdp", "heads": "tp", "kv_heads": "tp", "head_dim": None,
                 "mlp": "tp", "layers": None, "norm": None},
     "replicated": {},
 }
@@ -76,21 +76,24 @@ def make_mesh(spec: str = "dp:1,fsdp:-1,tp:1", devices: Sequence[jax.Device] | N
     return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=auto)
 
 
-def logical_to_spec(axes: Sequence[str | None], rules: Mapping[str, str | None], shape=None,
-                    mesh: Mesh | None = None) -> PartitionSpec:
-    """Map logical axis names to a PartitionSpec; a mesh axis is used once, on a divisible dim."""
+def logical_to_spec(axes: Sequence[str | None], rules: Mapping, shape=None, mesh=None) -> PartitionSpec:
+    """Map logical axis names to a PartitionSpec.
+
+    A rule's value is a mesh axis, a tuple of mesh axes, or None. Each mesh axis is used at
+    most once, and only on a dimension it divides evenly (otherwise that dimension stays whole).
+    """
     used: set[str] = set()
     out = []
     for i, name in enumerate(axes):
-        mesh_axis = rules.get(name) if name is not None else None
-        if mesh_axis is not None and mesh_axis not in used:
-            if shape is not None and mesh is not None and shape[i] % mesh.shape[mesh_axis]:
-                mesh_axis = None  # this dimension cannot be split evenly: keep it whole
+        target = rules.get(name) if name is not None else None
+        names = (target,) if isinstance(target, str) else tuple(target or ())
+        size = int(np.prod([mesh.shape[n] for n in names])) if mesh is not None and names else 1
+        ok = names and not used.intersection(names) and (shape is None or mesh is None or shape[i] % size == 0)
+        if ok:
+            used.update(names)
+            out.append(target)
         else:
-            mesh_axis = None
-        if mesh_axis is not None:
-            used.add(mesh_axis)
-        out.append(mesh_axis)
+            out.append(None)
     return PartitionSpec(*out)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -11,6 +14,34 @@ from easylm_imitate.models import layers
 from easylm_imitate.models.config import ModelConfig
 
 INIT_STD = 0.02
+# Logical-axis rules in force while tracing under a mesh (see `layer_sharding`), or None.
+_LAYER_RULES: contextvars.ContextVar = contextvars.ContextVar("layer_rules", default=None)
+
+
+@contextlib.contextmanager
+def layer_sharding(rules):
+    """While tracing inside `jax.set_mesh`, pin each scanned layer's weights (and the
+    activations) to their sharding under `rules` (a dict logical name -> mesh axis).
+
+    Without it XLA may keep the per-layer slices and the stacked gradient accumulator of
+    the scan unsharded, which costs a full unsharded copy of the weights per device.
+    """
+    token = _LAYER_RULES.set(dict(rules))
+    try:
+        yield
+    finally:
+        _LAYER_RULES.reset(token)
+
+
+def _constrain(x, axes):
+    """with_sharding_constraint by logical axes under the active rules (no-op without)."""
+    rules = _LAYER_RULES.get()
+    if rules is None:
+        return x
+    from easylm_imitate.parallel import logical_to_spec
+
+    spec = logical_to_spec(axes, rules, x.shape, jax.sharding.get_abstract_mesh())
+    return jax.lax.with_sharding_constraint(x, spec)
 
 
 def new_param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...],
@@ -69,6 +100,11 @@ class Blocks(nnx.Module):
         return {name: var[...].astype(dtype) for name, var in vars(self).items()
                 if isinstance(var, nnx.Param)}
 
+    def layer_axes(self) -> dict[str, tuple]:
+        """Logical axes of one layer's slice of each stacked parameter."""
+        return {name: tuple(var.logical_axes[1:]) for name, var in vars(self).items()
+                if isinstance(var, nnx.Param)}
+
 
 class DecoderLM(nnx.Module):
     """Shared forward pass. Families implement embed, block_context, block and head."""
@@ -118,10 +154,13 @@ class DecoderLM(nnx.Module):
         x = self.embed(tokens, positions, dtype)
         context = self.block_context(positions)
         params = self.blocks.stacked(dtype)
+        axes = self.blocks.layer_axes()
+        activation_axes = ("batch", None, None)
 
         def body(x, xs):
             p, layer_cache = xs
-            x, new_cache = self.block(p, x, context, mask, layer_cache, index)
+            p = {k: _constrain(v, axes[k]) for k, v in p.items()}
+            x, new_cache = self.block(p, _constrain(x, activation_axes), context, mask, layer_cache, index)
             return x, new_cache
 
         xs = (params, None if cache is None else (cache.k, cache.v))

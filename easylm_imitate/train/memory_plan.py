@@ -136,7 +136,8 @@ def plan(config, topology: str = "") -> MemoryPlan:
     params_bytes = per_device_bytes(lay.params_shapes, lay.params_shardings)
     opt_bytes = per_device_bytes(opt_shapes, lay.opt_shardings)
     batch_bytes = per_device_bytes(batch_shapes, batch_shardings)
-    step = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh)
+    step = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh,
+                                     config.sharding_rules)
     common = dict(target=target, devices=len(devices), mesh=dict(mesh.shape), params_bytes=params_bytes,
                   opt_state_bytes=opt_bytes, batch_bytes=batch_bytes, capacity_bytes=capacity)
     try:

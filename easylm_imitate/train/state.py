@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 
 import jax
@@ -13,6 +12,7 @@ from jax.sharding import Mesh
 
 from easylm_imitate import checkpoint, parallel
 from easylm_imitate.models import ModelConfig, build_model, get_preset
+from easylm_imitate.models.base import layer_sharding
 from easylm_imitate.train import optim, run_checkpoint
 from easylm_imitate.train.step import TrainState, train_step
 
@@ -54,11 +54,16 @@ def build_optimizer(config, cfg: ModelConfig, total_steps: int):
     return optim.make_optimizer(config.optimizer, total_steps, optim.decay_mask(logical_axes(cfg)))
 
 
-def jit_train_step(lay: "StateLayout", optimizer, schedule, accum: int, mesh: Mesh):
+def jit_train_step(lay: "StateLayout", optimizer, schedule, accum: int, mesh: Mesh, rules_name: str):
     """The sharded, donated, jitted train step for this layout."""
     batch_shardings = {k: parallel.batch_sharding(mesh) for k in
                        ("inputs", "targets", "weights", "segment_ids", "positions")}
-    fn = functools.partial(train_step, lay.graphdef, optimizer, schedule, accum)
+    rules = parallel.rules_for(rules_name)
+
+    def fn(state, batch):
+        with layer_sharding(rules):
+            return train_step(lay.graphdef, optimizer, schedule, accum, state, batch)
+
     return jax.jit(fn, in_shardings=(lay.state_shardings, batch_shardings),
                    out_shardings=(lay.state_shardings, parallel.replicated(mesh)), donate_argnums=0)
 

@@ -165,7 +165,8 @@ def train(config, workdir: str, log=print) -> TrainResult:
     if data_state is not None:
         batches.set_state(data_state)
     batch_shardings = {k: parallel.batch_sharding(mesh) for k in train_rows.rows}
-    step_fn = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh)
+    step_fn = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh,
+                                     config.sharding_rules)
     eval_fn = jax.jit(functools.partial(eval_step, lay.graphdef), in_shardings=(lay.params_shardings, batch_shardings))
 
     peak, peak_source = metrics_lib.peak_flops_per_device(config.peak_flops_per_device)

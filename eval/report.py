@@ -1,0 +1,23 @@
+"""Tables (Markdown, HTML) and plots (PNG) from results JSON files.
+
+  python eval/report.py --results=results/ --out_dir=report/
+"""
+
+from absl import app, flags
+
+from easylm_imitate.evaluation import report
+
+flags.DEFINE_list("results", None, "Results JSON files or directories (searched recursively).", required=True)
+flags.DEFINE_string("out_dir", None, "Where report.md, report.html and plots/ are written.", required=True)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    written = report.build_report(FLAGS.results, FLAGS.out_dir)
+    print(f"{len(written.results)} results ({len(written.rejects)} skipped) -> "
+          + ", ".join(f"{FLAGS.out_dir}/{f}" for f in written.files))
+
+
+if __name__ == "__main__":
+    app.run(main)
