@@ -27,7 +27,10 @@ def main(argv):
     if _COMPILE_ONLY.value:
         from easylm_imitate.train.memory_plan import plan
 
-        report = plan(_CONFIG.value, _TOPOLOGY.value)
+        try:
+            report = plan(_CONFIG.value, _TOPOLOGY.value)
+        except (ValueError, RuntimeError) as e:
+            raise SystemExit(f"error: {e}") from None
         print(report.render())
         raise SystemExit(0 if report.fits is not False else 2)
     if _TOPOLOGY.value:

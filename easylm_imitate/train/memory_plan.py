@@ -9,6 +9,7 @@ that installs and compiles on a CPU machine).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 import jax
@@ -94,6 +95,8 @@ def topology_devices(name: str):
     topo_name, per_host, hbm = TPU_TOPOLOGIES[name]
     from jax.experimental import topologies
 
+    # Compile-only use: several planners (or a planner beside a CPU run) may load libtpu at once.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     # v4 and v5p chips run their two TensorCores as one device ("megacore"), as on Cloud TPU.
     chip_config = "megacore" if topo_name.startswith(("v4", "v5p")) else "default"
     try:
