@@ -79,7 +79,7 @@ def peer(cfg, batch: int, seq: int, steps: int) -> float:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from easylm_imitate.convert.hf_weights import config_to_hf
+    from easylm_imitate.convert.hf_config import config_to_hf
 
     hf_cfg = LlamaConfig(**{k: v for k, v in config_to_hf(cfg).items() if k not in ("architectures", "model_type")})
     model = LlamaForCausalLM(hf_cfg).train()
