@@ -10,7 +10,7 @@
 The server is FastAPI under uvicorn in a daemon thread on 127.0.0.1 (a free port by default).
 A chat request counts as in flight from its arrival until the last byte of its response is
 handed to the socket, or until the handler ends (dropped connection, error). A request the
-client abandoned during a ``slow`` fault stops counting within ~10 ms of the disconnect.
+client abandoned during a ``slow`` fault stops counting as soon as the server sees the disconnect.
 """
 
 from __future__ import annotations
@@ -302,13 +302,17 @@ async def _half_then_die():
 
 async def _sleep_unless_disconnected(request: Request, seconds: float) -> bool:
     """Sleep `seconds`; False as soon as the client has disconnected."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while (left := end - loop.time()) > 0:
-        if await request.is_disconnected():
-            return False
-        await asyncio.sleep(min(0.01, left))
-    return True
+
+    async def disconnected():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    waiter = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=seconds)
+        return not done
+    finally:
+        waiter.cancel()
 
 
 class _Metered:
@@ -323,15 +327,24 @@ class _Metered:
         self.stub._enter()
         done = False
 
-        async def counted_send(message):
+        def leave():
             nonlocal done
-            if message["type"] == "http.response.body" and not message.get("more_body", False) and not done:
+            if not done:
                 done = True
                 self.stub._leave()
+
+        async def counted_receive():
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                leave()
+            return message
+
+        async def counted_send(message):
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                leave()
             await send(message)
 
         try:
-            await self.app(scope, receive, counted_send)
+            await self.app(scope, counted_receive, counted_send)
         finally:
-            if not done:
-                self.stub._leave()
+            leave()

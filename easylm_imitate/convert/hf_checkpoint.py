@@ -1,0 +1,149 @@
+"""Hugging Face model directory <-> parameter checkpoint, with config, tokenizer and
+generation settings carried across."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from easylm_imitate import checkpoint
+from easylm_imitate.convert.hf_config import ConversionError, config_from_hf, config_to_hf
+from easylm_imitate.convert.hf_weights import params_from_hf, params_to_hf, unexpected_tensors
+from easylm_imitate.convert.safetensors_dir import SafetensorsReader, write_safetensors
+from easylm_imitate.models import ModelConfig
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+EXPORT_DTYPES = ("float32", "bfloat16")
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _check_out(out: str) -> None:
+    """Refuse to overwrite: `out` must be absent or an empty directory."""
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise ConversionError(f"{out}: output already exists and is not an empty directory")
+
+
+def load_hf_tokenizer(hf_dir: str):
+    """The tokenizer saved in a HF model directory, or None when it has no tokenizer files."""
+    if not any(os.path.isfile(os.path.join(hf_dir, n)) for n in TOKENIZER_FILES):
+        logging.warning("%s: no tokenizer files; the checkpoint will have no tokenizer", hf_dir)
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(hf_dir)
+
+
+def hf_dir_to_checkpoint(hf_dir: str | os.PathLike, out: str | os.PathLike) -> str:
+    """Convert a local `save_pretrained` directory (safetensors) into a parameter checkpoint.
+
+    Reads tensors one at a time; writes `out` atomically (nothing appears there on error).
+    Returns the checkpoint path.
+    """
+    hf_dir, out = os.path.abspath(os.fspath(hf_dir)), os.path.abspath(os.fspath(out))
+    if not os.path.isdir(hf_dir):
+        raise ConversionError(f"{hf_dir}: no such directory")
+    config_path = os.path.join(hf_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise ConversionError(f"{config_path}: missing (not a Hugging Face model directory)")
+    _check_out(out)
+    hf_config = _read_json(config_path)
+    cfg = config_from_hf(hf_config)
+    with SafetensorsReader(hf_dir) as reader:
+        names = reader.keys()
+        if cfg.arch == "gpt2":  # checkpoints saved from GPT2Model lack the `transformer.` prefix
+            names = {n if n.startswith(("transformer.", "lm_head.")) else "transformer." + n: n for n in names}
+        else:
+            names = {n: n for n in names}
+        extra = unexpected_tensors(cfg, names)
+        if extra:
+            raise ConversionError(f"{hf_dir}: tensor {extra[0]} has no place in a {cfg.arch} model "
+                                  f"({len(extra)} unexpected tensors)")
+        params = params_from_hf(cfg, lambda name: reader.get_tensor(names[name]))
+    tokenizer = load_hf_tokenizer(hf_dir)
+    gen_path = os.path.join(hf_dir, "generation_config.json")
+    meta = {"source": {"format": "hf", "path": hf_dir, "architectures": hf_config.get("architectures")},
+            "generation_config": _read_json(gen_path) if os.path.isfile(gen_path) else None,
+            "chat_template": getattr(tokenizer, "chat_template", None)}
+    return checkpoint.save_params(out, cfg, params, tokenizer=tokenizer, extra_meta=meta)
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str):
+    """Yield a temporary directory beside `out` that becomes `out` only if the block succeeds."""
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out) + ".partial-", dir=parent)
+    try:
+        yield tmp
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty, checked by _check_out
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def generation_config(cfg: ModelConfig, meta: dict | None) -> dict:
+    """generation_config.json contents: the imported one when known, else bos/eos from the config."""
+    saved = dict((meta or {}).get("generation_config") or {})
+    saved.pop("transformers_version", None)
+    base = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
+    return {**base, **saved}
+
+
+def write_hf_dir(out: str | os.PathLike, cfg: ModelConfig, params, tokenizer=None, meta: dict | None = None,
+                 dtype: str = "float32", max_shard_size: int | str = "5GB") -> str:
+    """Write a HF `save_pretrained`-style directory atomically: safetensors (sharded above
+    `max_shard_size`), config.json, generation_config.json and the tokenizer files."""
+    out = os.path.abspath(os.fspath(out))
+    if dtype not in EXPORT_DTYPES:
+        raise ConversionError(f"dtype: expected one of {EXPORT_DTYPES}, got {dtype!r}")
+    _check_out(out)
+    np_dtype = np.float32
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        np_dtype = ml_dtypes.bfloat16
+    with atomic_directory(out) as tmp:
+        tensors = params_to_hf(cfg, params, np_dtype)
+        write_safetensors(tmp, tensors, max_shard_size)
+        del tensors
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(config_to_hf(cfg, dtype), f, indent=2)
+        with open(os.path.join(tmp, "generation_config.json"), "w", encoding="utf-8") as f:
+            json.dump(generation_config(cfg, meta), f, indent=2)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return out
+
+
+def checkpoint_to_hf_dir(checkpoint_dir: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32",
+                         max_shard_size: int | str = "5GB") -> str:
+    """Export a parameter checkpoint or a training run (its latest step) as a HF directory."""
+    import easylm_imitate
+    from flax import nnx
+
+    checkpoint_dir, out = os.path.abspath(os.fspath(checkpoint_dir)), os.path.abspath(os.fspath(out))
+    _check_out(out)
+    if dtype not in EXPORT_DTYPES:
+        raise ConversionError(f"dtype: expected one of {EXPORT_DTYPES}, got {dtype!r}")
+    model, tokenizer = easylm_imitate.load(checkpoint_dir)
+    meta = None
+    if os.path.isfile(os.path.join(checkpoint_dir, checkpoint.META_FILE)):
+        meta = checkpoint.read_meta(checkpoint_dir)
+    params = nnx.state(model, nnx.Param).to_pure_dict()
+    cfg = model.cfg.replace(dtype="float32", remat="none", attention="xla")
+    return write_hf_dir(out, cfg, params, tokenizer, meta, dtype, max_shard_size)

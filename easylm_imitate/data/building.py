@@ -1,0 +1,216 @@
+"""Run the dataset build end to end and write its outputs.
+
+`build(sources, options, counter, out_dir)` writes, each atomically:
+- `train.jsonl`: every training conversation (block-split pieces) in mix order;
+- `train_<BUDGET>.jsonl`: for each token budget, the shortest-error prefix of that order
+  (so the budgets are nested);
+- `eval_prompts.jsonl`: held-out prompts with the target's reference reply;
+- `rejects.jsonl`: file, line, source, step, code, reason (and id) of everything dropped;
+- `report.json`: counts per step and source, drops per reason, turns, budgets, diversity.
+It returns the report; `summary(report)` is the readable form printed by the binary.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from easylm_imitate.data import pipeline as P
+from easylm_imitate.data.bleu import query_diversity
+from easylm_imitate.data.tokens import TokenCounter
+from easylm_imitate.fileio import atomic_open, write_json_atomic, write_jsonl_atomic
+
+REPORT_VERSION = 1
+
+
+def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCounter, out_dir: str,
+          log: Callable[[str], None] = print) -> dict:
+    """Build the dataset from `sources` into `out_dir`; returns the report (also report.json)."""
+    if not sources:
+        raise ValueError("no sources: give --config with sources or at least one --input=kind:PATH")
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"source names must be unique: {names}")
+    for s in sources:
+        if not s.weight > 0:
+            raise ValueError(f"source {s.name!r}: weight must be > 0, got {s.weight}")
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
+    ledger = P.Ledger(names)
+    convs: list[P.Conv] = []
+    rows: dict[str, int] = {}
+    for spec in sources:
+        got, rows[spec.name] = P.read_source(spec, ledger)
+        convs += got
+        log(f"read {spec.name}: {rows[spec.name]} rows -> {len(got)} conversations ({spec.path})")
+    ledger.steps["read"] = {s: {"records": rows[s]} for s in names}
+    lap("read")
+    P.count_tokens(convs, counter)
+    ledger.record_step("parsed", convs, counter)
+    parsed = len(convs)
+    lap("tokens")
+
+    convs = P.clean_step(convs, options, ledger)
+    P.count_tokens(convs, counter)
+    ledger.record_step("cleaned", convs, counter)
+    lap("clean")
+    convs = P.language_step(convs, options.languages, ledger)
+    ledger.record_step("language", convs, counter)
+    lap("language")
+    convs = P.dedup_step(convs, options.dedup, ledger)
+    ledger.record_step("dedup", convs, counter)
+    convs = P.blocked_step(convs, options.blocked_phrases, ledger)
+    ledger.record_step("blocked", convs, counter)
+    lap("dedup+blocked")
+
+    index, owners, firsts = P.build_query_index(convs)
+    lap("bleu_index")
+    chosen, eval_stats = P.hold_out(convs, index, owners, options)
+    chosen_set = set(chosen)
+    evals = [P.eval_record(convs[i]) for i in chosen]
+    train_convs = [c for i, c in enumerate(convs) if i not in chosen_set]
+    ledger.record_step("held_out", train_convs, counter)
+    lap("hold_out")
+
+    train_owner = np.ones(len(convs), bool)
+    train_owner[chosen] = False
+    allowed = firsts & train_owner[owners] if len(owners) else np.zeros(0, bool)
+    candidates = np.flatnonzero(allowed).tolist()
+    if options.diversity_sample and len(candidates) > options.diversity_sample:
+        candidates = sorted(random.Random(f"{options.seed}:diversity").sample(candidates, options.diversity_sample))
+    diversity = query_diversity(index, candidates, allowed)
+    diversity["population"] = "first user query of each training conversation"
+    del index
+    lap("diversity")
+
+    pieces = P.split_step(train_convs, counter, options.block_length)
+    tokens = counter.exact_counts([p.record() for p in pieces]) if not counter.exact else \
+        [counter.total(p.lengths) for p in pieces]
+    ledger.record_step("split", pieces, counter)
+    weights = {s.name: s.weight for s in sources}
+    order = P.mix_order(pieces, tokens, weights, options.seed)
+    mixed = [pieces[i] for i in order]
+    mixed_tokens = np.asarray([tokens[i] for i in order], np.int64)
+    ledger.steps["mixed"] = {s: {"records": 0, "tokens": 0} for s in names}
+    for piece, t in zip(mixed, mixed_tokens):
+        ledger.steps["mixed"][piece.source]["records"] += 1
+        ledger.steps["mixed"][piece.source]["tokens"] += int(t)
+    cumulative = np.concatenate([[0], np.cumsum(mixed_tokens)])
+    budgets = []
+    for label, budget in options.token_budgets:
+        k = P.budget_prefix(cumulative, budget)
+        got = int(cumulative[k])
+        per_source = {s: 0 for s in names}
+        for piece, t in zip(mixed[:k], mixed_tokens[:k]):
+            per_source[piece.source] += int(t)
+        budgets.append({"label": label, "budget": budget, "records": k, "tokens": got,
+                        "error_pct": round(100.0 * (got - budget) / budget, 4),
+                        "within_1pct": abs(got - budget) <= 0.01 * budget,
+                        "exceeds_available": budget > int(cumulative[-1]),
+                        "file": f"train_{label}.jsonl", "tokens_per_source": per_source})
+    lap("split+mix")
+
+    os.makedirs(out_dir, exist_ok=True)
+    _write_records(os.path.join(out_dir, "train.jsonl"), (p.record() for p in mixed))
+    for b in budgets:
+        _write_records(os.path.join(out_dir, b["file"]), (p.record() for p in mixed[:b["records"]]))
+    write_jsonl_atomic(os.path.join(out_dir, "eval_prompts.jsonl"), evals)
+    write_jsonl_atomic(os.path.join(out_dir, "rejects.jsonl"), (r.as_json() for r in ledger.rejects))
+    rejected_records = sum(1 for r in ledger.rejects if r.step != "read")
+    read_rejects = len(ledger.rejects) - rejected_records
+    report = {
+        "version": REPORT_VERSION,
+        "seed": options.seed,
+        "token_counting": counter.describe(),
+        "template": options.template,
+        "block_length": options.block_length,
+        "sources": {s.name: {"kind": s.options.kind, "path": s.path, "weight": s.weight} for s in sources},
+        "accounting": {
+            "rows_read": sum(rows.values()), "rows_rejected": read_rejects, "records_parsed": parsed,
+            "records_rejected": rejected_records, "records_train": len(train_convs), "records_eval": len(evals),
+            "balanced": parsed == rejected_records + len(train_convs) + len(evals),
+        },
+        "steps": {step: ledger.steps[step] for step in P.STEPS if step in ledger.steps},
+        "drops": ledger.drops(),
+        "cleaning_events": {s: dict(sorted(ledger.events[s].items())) for s in names},
+        "turns_per_conversation": P.turn_stats(train_convs),
+        "pieces": {"count": len(pieces), "split_conversations": sum(1 for p in pieces if p.meta.get("part") == 1),
+                   "over_block": sum(1 for t in tokens if t > options.block_length)},
+        "eval_prompts": eval_stats,
+        "diversity": diversity,
+        "budgets": budgets,
+        "outputs": ["train.jsonl", *[b["file"] for b in budgets], "eval_prompts.jsonl", "rejects.jsonl", "report.json"],
+    }
+    write_json_atomic(os.path.join(out_dir, "report.json"), report)
+    lap("write")
+    report["_timings_s"] = timings  # not in report.json: outputs stay byte-identical
+    return report
+
+
+def _write_records(path: str, records) -> None:
+    import json
+
+    with atomic_open(path) as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def summary(report: dict) -> str:
+    """A readable account of a build report."""
+    lines = []
+    acc = report["accounting"]
+    lines.append(f"token counting: {report['token_counting']}")
+    lines.append(f"rows read {acc['rows_read']} (rejected unreadable {acc['rows_rejected']}); "
+                 f"records {acc['records_parsed']} = train {acc['records_train']} + eval {acc['records_eval']} "
+                 f"+ rejected {acc['records_rejected']}" + ("" if acc["balanced"] else "  ** DOES NOT ADD UP **"))
+    steps = report["steps"]
+    sources = list(report["sources"])
+    header = f"{'step':<10}" + "".join(f"{s[:22]:>26}" for s in sources)
+    lines += ["", "records / tokens per step and source", header]
+    for step, per in steps.items():
+        cells = []
+        for s in sources:
+            row = per.get(s, {})
+            cell = f"{row.get('records', 0)}" + (f" / {_fmt(row['tokens'])}" if "tokens" in row else "")
+            cells.append(f"{cell:>26}")
+        lines.append(f"{step:<10}" + "".join(cells))
+    if report["drops"]:
+        lines += ["", "drops per reason"]
+        for code, per in report["drops"].items():
+            lines.append(f"  {code:<22} {sum(per.values()):>7}  " + ", ".join(f"{s} {n}" for s, n in per.items()))
+    t = report["turns_per_conversation"]
+    if t.get("conversations"):
+        lines += ["", f"turns per training conversation: mean {t['mean']}, median {t['median']}, max {t['max']} "
+                      f"(mean exchanges {t['mean_exchanges']}); {report['pieces']['count']} pieces after splitting "
+                      f"to {report['block_length']} tokens ({report['pieces']['split_conversations']} conversations split)"]
+    e = report["eval_prompts"]
+    lines.append(f"eval prompts: {e.get('drawn', 0)} of {e['requested']} requested "
+                 f"(BLEU <= {e['max_bleu']} vs every training query; checked {e.get('checked', 0)}, skipped "
+                 + (", ".join(f"{k} {v}" for k, v in e.get("skipped", {}).items()) or "none") + ")")
+    d = report["diversity"]
+    lines.append(f"query diversity: mean BLEU to the most similar other query {d['mean_max_bleu']:.2f} "
+                 f"(median {d['median_max_bleu']:.2f}; {d['sampled_queries']} sampled of {d['queries']} queries)")
+    for b in report["budgets"]:
+        lines.append(f"budget {b['label']:>6}: {_fmt(b['tokens'])} tokens in {b['records']} records "
+                     f"({b['error_pct']:+.3f}%{'' if b['within_1pct'] else ' OUTSIDE 1%'}"
+                     f"{', exceeds what is available' if b['exceeds_available'] else ''}) -> {b['file']}")
+    return "\n".join(lines)
+
+
+def _fmt(n: int) -> str:
+    if n >= 10**6:
+        return f"{n / 10**6:.2f}M"
+    if n >= 10**4:
+        return f"{n / 10**3:.1f}K"
+    return str(n)

@@ -1,0 +1,395 @@
+"""The dataset build: sources -> canonical training mix, held-out prompts, rejects, report.
+
+Steps (each a function over `Conv` lists; `build` runs them in this order):
+read -> clean -> language -> dedup -> blocked -> hold out eval prompts -> split to blocks -> mix.
+A conversation leaves the pipeline either as training data, as an eval prompt, or as a
+reject with file, line, step and reason; `report.json` counts every step per source.
+Everything is ordered by input order and seeded RNGs, so a fixed seed gives byte-identical
+outputs.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import heapq
+import os
+import random
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from easylm_imitate.data import clean as clean_lib
+from easylm_imitate.data.bleu import QueryIndex, query_diversity
+from easylm_imitate.data.readers import ConvertError, ReadOptions, convert, iter_items
+from easylm_imitate.data.tokens import TokenCounter
+
+STEPS = ("read", "parsed", "cleaned", "language", "dedup", "blocked", "held_out", "split", "mixed")
+
+
+@dataclasses.dataclass
+class SourceSpec:
+    """One input: a name (used in ids and the report), a read recipe and a mix weight."""
+
+    name: str
+    path: str
+    options: ReadOptions
+    weight: float = 1.0
+
+
+@dataclasses.dataclass
+class Conv:
+    """A conversation on its way through the build."""
+
+    source: str
+    id: str
+    turns: list[dict]
+    meta: dict
+    lengths: list[int] | None = None
+    group: int = 0  # index of the conversation a split piece came from
+
+    def record(self) -> dict:
+        """The canonical record."""
+        return {"id": self.id, "source": self.source, "turns": self.turns, "meta": self.meta}
+
+
+@dataclasses.dataclass
+class Options:
+    """Build settings (see build_config.default_config for each one's meaning)."""
+
+    seed: int = 0
+    template: str = "paper"
+    block_length: int = 2048
+    token_budgets: tuple[tuple[str, int], ...] = ()
+    clean_text: bool = True
+    html: str = "auto"
+    languages: tuple[str, ...] = ("en",)
+    dedup: str = "source"
+    blocked_phrases: tuple[str, ...] = ()
+    eval_num_prompts: int = 255
+    eval_max_bleu: float = 20.0
+    eval_english_only: bool = True
+    eval_drop_code: bool = True
+    eval_max_prompt_chars: int = 2000
+    eval_min_prompt_words: int = 3
+    eval_sources: tuple[str, ...] = ()
+    diversity_sample: int = 1000
+
+
+@dataclasses.dataclass
+class Reject:
+    """Why a row or conversation is not in the output."""
+
+    file: str
+    line: int
+    source: str
+    step: str
+    code: str
+    reason: str
+    id: str | None = None
+
+    def as_json(self) -> dict:
+        out = {"file": self.file, "line": self.line, "source": self.source, "step": self.step,
+               "code": self.code, "reason": self.reason}
+        if self.id is not None:
+            out["id"] = self.id
+        return out
+
+
+class Ledger:
+    """Per-step, per-source counts of records and tokens, and the rejects."""
+
+    def __init__(self, sources: Sequence[str]):
+        self.sources = list(sources)
+        self.steps: dict[str, dict[str, dict[str, int]]] = {}
+        self.rejects: list[Reject] = []
+        self.events: dict[str, collections.Counter] = {s: collections.Counter() for s in sources}
+
+    def record_step(self, step: str, convs: Iterable[Conv], counter: TokenCounter | None) -> None:
+        per = {s: {"records": 0, "tokens": 0} for s in self.sources}
+        for conv in convs:
+            per[conv.source]["records"] += 1
+            if counter is not None and conv.lengths is not None:
+                per[conv.source]["tokens"] += counter.total(conv.lengths)
+        if counter is None:
+            for row in per.values():
+                row.pop("tokens")
+        self.steps[step] = per
+
+    def reject(self, conv: Conv, step: str, code: str, reason: str) -> None:
+        self.rejects.append(Reject(conv.meta.get("file", ""), conv.meta.get("line", 0), conv.source, step,
+                                   code, reason, conv.id))
+
+    def drops(self) -> dict[str, dict[str, int]]:
+        """code -> source -> count."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.rejects:
+            out.setdefault(r.code, {}).setdefault(r.source, 0)
+            out[r.code][r.source] += 1
+        return {code: dict(sorted(v.items())) for code, v in sorted(out.items())}
+
+
+# ---------------------------------------------------------------- steps
+
+
+def read_source(spec: SourceSpec, ledger: Ledger) -> tuple[list[Conv], int]:
+    """Canonical conversations of one source, and the number of raw rows read."""
+    convs: list[Conv] = []
+    seen_ids: set[str] = set()
+    rows = 0
+    for item in iter_items(spec.path, spec.options):
+        rows += 1
+        if item.error is not None:
+            ledger.rejects.append(Reject(item.file, item.line, spec.name, "read", item.code or "bad_record", item.error))
+            continue
+        try:
+            records = convert(item.obj, spec.options)
+        except ConvertError as e:
+            raw_id = item.obj.get("id") if isinstance(item.obj, dict) else None
+            ledger.rejects.append(Reject(item.file, item.line, spec.name, "read", e.code, e.reason,
+                                         f"{spec.name}:{raw_id}" if isinstance(raw_id, str) else None))
+            continue
+        for k, (raw_id, turns, extra) in enumerate(records):
+            base = raw_id if raw_id is not None else (f"L{item.line}" if len(records) == 1 else f"L{item.line}-{k}")
+            rid = f"{spec.name}:{base}"
+            if rid in seen_ids:
+                rid = f"{rid}@L{item.line}" + (f"-{k}" if len(records) > 1 else "")
+            seen_ids.add(rid)
+            convs.append(Conv(spec.name, rid, turns, {"file": item.file, "line": item.line, **extra}))
+    return convs, rows
+
+
+def count_tokens(convs: Sequence[Conv], counter: TokenCounter) -> None:
+    """Fill in per-turn token lengths where missing (batched, cached)."""
+    todo = [c for c in convs if c.lengths is None]
+    for start in range(0, len(todo), 4096):
+        chunk = todo[start:start + 4096]
+        for conv, lengths in zip(chunk, counter.turn_lengths([c.turns for c in chunk])):
+            conv.lengths = lengths
+
+
+def clean_step(convs: Sequence[Conv], options: Options, ledger: Ledger) -> list[Conv]:
+    """Text cleaning, failed-exchange removal and strict alternation."""
+    out = []
+    for conv in convs:
+        try:
+            turns = clean_lib.clean_conversation(conv.turns, options.html, options.clean_text,
+                                                 ledger.events[conv.source])
+        except clean_lib.Dropped as e:
+            ledger.reject(conv, "cleaned", e.code, e.reason)
+            continue
+        if turns != conv.turns:
+            conv = dataclasses.replace(conv, turns=turns, lengths=None)
+        out.append(conv)
+    return out
+
+
+def language_step(convs: Sequence[Conv], languages: Sequence[str], ledger: Ledger) -> list[Conv]:
+    """Keep conversations in `languages` (py3langid, offline); too little text counts as kept."""
+    if not languages:
+        return list(convs)
+    keep = set(languages)
+    out = []
+    for conv in convs:
+        lang = clean_lib.language_of(conv.turns)
+        if lang != "und" and lang not in keep:
+            ledger.reject(conv, "language", "language", f"language {lang!r} (kept: {', '.join(languages)})")
+            continue
+        conv.meta["lang"] = lang
+        out.append(conv)
+    return out
+
+
+def dedup_step(convs: Sequence[Conv], scope: str, ledger: Ledger) -> list[Conv]:
+    """Drop conversations whose normalised first query was seen before (in another row).
+
+    scope: `source` (within each source), `global` (across sources) or `off`. Records made
+    from one row (HC3's answers to one question) do not count as duplicates of each other.
+    """
+    if scope == "off":
+        return list(convs)
+    if scope not in ("source", "global"):
+        raise ValueError(f"dedup must be source, global or off, not {scope!r}")
+    first: dict[tuple, tuple[str, str, int]] = {}
+    out = []
+    for conv in convs:
+        key = (conv.source if scope == "source" else "", clean_lib.dedup_key(conv.turns))
+        origin = (conv.meta.get("file", ""), conv.meta.get("line", 0))
+        seen = first.get(key)
+        if seen is not None and seen[1:] != origin:
+            ledger.reject(conv, "dedup", "duplicate", f"duplicate first query (first seen in {seen[0]})")
+            continue
+        if seen is None:
+            first[key] = (conv.id, *origin)
+        out.append(conv)
+    return out
+
+
+def blocked_step(convs: Sequence[Conv], phrases: Sequence[str], ledger: Ledger) -> list[Conv]:
+    """Drop conversations with a blocked phrase in a reply (off unless phrases are given)."""
+    if not phrases:
+        return list(convs)
+    out = []
+    for conv in convs:
+        phrase = clean_lib.blocked_phrase(conv.turns, tuple(phrases))
+        if phrase is not None:
+            ledger.reject(conv, "blocked", "blocked_phrase", f"reply contains blocked phrase {phrase!r}")
+            continue
+        out.append(conv)
+    return out
+
+
+def build_query_index(convs: Sequence[Conv]) -> tuple[QueryIndex, np.ndarray, np.ndarray]:
+    """Index of every non-empty user turn; (index, owner conversation, is-first-query)."""
+    queries, owners, firsts = [], [], []
+    for i, conv in enumerate(convs):
+        first = True
+        for turn in conv.turns:
+            if turn["role"] == "user" and turn["text"].strip():
+                queries.append(turn["text"])
+                owners.append(i)
+                firsts.append(first)
+                first = False
+    return QueryIndex(queries), np.asarray(owners, np.int64), np.asarray(firsts, bool)
+
+
+def eval_record(conv: Conv) -> dict:
+    """An eval prompt: the first user query and the target's reference reply (system kept)."""
+    turns, seen_user = [], False
+    for turn in conv.turns:
+        if turn["role"] == "system":
+            turns.append(turn)
+        elif turn["role"] == "user" and not seen_user:
+            turns.append(turn)
+            seen_user = True
+        elif turn["role"] == "assistant" and seen_user:
+            turns.append(turn)
+            break
+    return {"id": conv.id, "source": conv.source, "turns": turns, "meta": dict(conv.meta)}
+
+
+def hold_out(convs: Sequence[Conv], index: QueryIndex, owners: np.ndarray, options: Options) -> tuple[list[int], dict]:
+    """Indices of conversations held out as eval prompts, and why candidates were skipped.
+
+    Candidates are drawn in a seeded order; one is skipped if its first query is too long or
+    short, (flag) code or about code, (flag) not English, or has sentence BLEU above
+    `eval_max_bleu` against any user query of any other conversation (a superset of the
+    final training queries).
+    """
+    skipped = collections.Counter()
+    stats = {"requested": options.eval_num_prompts, "max_bleu": options.eval_max_bleu}
+    if options.eval_num_prompts <= 0:
+        return [], {**stats, "drawn": 0, "checked": 0, "skipped": {}}
+    allowed = set(options.eval_sources)
+    order = [i for i, c in enumerate(convs) if not allowed or c.source in allowed]
+    random.Random(f"{options.seed}:eval").shuffle(order)
+    chosen, checked = [], 0
+    for i in order:
+        if len(chosen) >= options.eval_num_prompts:
+            break
+        checked += 1
+        prompt = clean_lib.first_query(convs[i].turns)
+        if len(prompt) > options.eval_max_prompt_chars:
+            skipped["too_long"] += 1
+            continue
+        if len(prompt.split()) < options.eval_min_prompt_words:
+            skipped["too_short"] += 1
+            continue
+        if options.eval_drop_code and clean_lib.looks_like_code(prompt):
+            skipped["code"] += 1
+            continue
+        if options.eval_english_only and clean_lib.language_of_text(prompt, min_letters=1) != "en":
+            skipped["non_english"] += 1
+            continue
+        if index.first_above(prompt, options.eval_max_bleu, exclude=owners == i) is not None:
+            skipped["similar_to_training"] += 1
+            continue
+        chosen.append(i)
+    return sorted(chosen), {**stats, "drawn": len(chosen), "checked": checked, "skipped": dict(sorted(skipped.items()))}
+
+
+def split_step(convs: Sequence[Conv], counter: TokenCounter, block_length: int) -> list[Conv]:
+    """Turn-aligned pieces of at most `block_length` tokens (see clean.split_turns)."""
+    out = []
+    for g, conv in enumerate(convs):
+        pieces = clean_lib.split_turns(conv.turns, conv.lengths, counter.base, block_length)
+        if len(pieces) == 1:
+            out.append(dataclasses.replace(conv, group=g))
+            continue
+        for k, idx in enumerate(pieces):
+            meta = dict(conv.meta, part=k + 1, parts=len(pieces))
+            out.append(Conv(conv.source, f"{conv.id}#{k + 1}", [conv.turns[i] for i in idx], meta,
+                            [conv.lengths[i] for i in idx], g))
+    return out
+
+
+def mix_order(pieces: Sequence[Conv], tokens: Sequence[int], weights: dict[str, float], seed: int) -> list[int]:
+    """Order of `pieces` in the mix: every prefix holds the sources in proportion to weights.
+
+    Conversations (their pieces stay together) are shuffled per source with the seed, then
+    interleaved: the next conversation comes from the source furthest below its token share.
+    """
+    groups: dict[str, dict[int, list[int]]] = {}
+    for i, piece in enumerate(pieces):
+        groups.setdefault(piece.source, {}).setdefault(piece.group, []).append(i)
+    queues = {}
+    for source, by_group in groups.items():
+        convs = list(by_group.values())
+        random.Random(f"{seed}:{source}").shuffle(convs)
+        queues[source] = convs
+    names = [s for s in weights if s in queues]
+    heap = [(0.0, n, name) for n, name in enumerate(names)]
+    heapq.heapify(heap)
+    taken = {name: 0 for name in names}
+    position = {name: 0 for name in names}
+    order: list[int] = []
+    while heap:
+        _, n, name = heapq.heappop(heap)
+        group = queues[name][position[name]]
+        position[name] += 1
+        order.extend(group)
+        taken[name] += sum(tokens[i] for i in group)
+        if position[name] < len(queues[name]):
+            heapq.heappush(heap, (taken[name] / weights[name], n, name))
+    return order
+
+
+def budget_prefix(cumulative: np.ndarray, budget: int) -> int:
+    """Number of leading pieces whose token total is closest to `budget` (cumulative[0] = 0)."""
+    k = int(np.searchsorted(cumulative, budget))
+    if k >= len(cumulative):
+        return len(cumulative) - 1
+    if k > 0 and budget - cumulative[k - 1] <= cumulative[k] - budget:
+        return k - 1
+    return k
+
+
+def parse_budgets(spec: str) -> tuple[tuple[str, int], ...]:
+    """"300K,20M,1.5B" -> (("300K", 300000), ...), sorted by size."""
+    out = []
+    for part in (spec or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KkMmBbGg]?)", part)
+        if not match:
+            raise ValueError(f"bad token budget {part!r} (use e.g. 300K, 20M, 150M)")
+        scale = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}[match.group(2).lower()]
+        value = int(round(float(match.group(1)) * scale))
+        if value <= 0:
+            raise ValueError(f"token budget must be positive: {part!r}")
+        out.append((part.upper(), value))
+    return tuple(sorted(out, key=lambda x: x[1]))
+
+
+def turn_stats(convs: Sequence[Conv]) -> dict:
+    """Turns per conversation: mean, median, max and a histogram (exchanges counted too)."""
+    turns = np.asarray([len(c.turns) for c in convs], np.int64)
+    if not len(turns):
+        return {"conversations": 0}
+    exchanges = [sum(t["role"] == "assistant" for t in c.turns) for c in convs]
+    hist = collections.Counter(int(t) for t in turns)
+    return {"conversations": len(turns), "mean": round(float(turns.mean()), 3), "median": float(np.median(turns)),
+            "max": int(turns.max()), "mean_exchanges": round(float(np.mean(exchanges)), 3),
+            "histogram": {str(k): hist[k] for k in sorted(hist)}}

@@ -1,0 +1,309 @@
+"""A journaled chat client for any OpenAI-compatible endpoint (the target, a judge, our own server).
+
+    client = ChatClient("https://api.openai.com/v1", "gpt-3.5-turbo", api_key=api_key_from_env(),
+                        journal="runs/collect.journal")
+    results = client.chat([{"messages": [{"role": "user", "content": "hi"}], "temperature": 1.0}])
+
+`chat` sends up to `max_in_flight` requests at once within the requests/tokens-per-minute
+limits, retries 429/5xx/timeouts/connection errors/malformed bodies with exponential backoff
+and jitter (waiting at least `Retry-After` when the server sends it, and pausing every request
+while a rate limit is in force), and records each success in the journal before counting it.
+A request already answered in the journal is never sent again: it is the same request when its
+canonical JSON (see `normalize_request`) and the model name are the same.
+
+401/403/404 (bad key, unknown model or endpoint) raise `FatalAPIError` from `chat`: no request
+could succeed. Other failures come back as a `ChatResult` with `error` set and are retried by
+the next `chat` call or rerun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import threading
+import time
+
+import openai
+from tqdm.auto import tqdm
+
+from easylm_imitate.imitation.journal import Journal
+from easylm_imitate.imitation.ratelimit import RateLimiter
+from easylm_imitate.imitation.retry import FatalAPIError, MalformedResponse, backoff_delay, classify
+
+__all__ = ["ChatClient", "ChatResult", "FatalAPIError", "api_key_from_env", "normalize_request", "request_key"]
+
+REQUEST_FIELDS = ("messages", "temperature", "max_tokens", "n", "seed", "top_p", "stop")
+_FLOAT_FIELDS = ("temperature", "top_p")
+_INT_FIELDS = ("max_tokens", "n", "seed")
+_COMPLETION_GUESS = 512  # tokens assumed per choice for the TPM limit when max_tokens is unset
+
+
+@dataclasses.dataclass
+class ChatResult:
+    """The outcome of one chat request.
+
+    key: the journal key (hash of the model and the canonical request).
+    request: the normalized request (chat.completions.create kwargs without `model`).
+    texts: one reply per choice (n); [] when the request failed.
+    usage: {"prompt_tokens", "completion_tokens"}.
+    error: why the request failed after all retries, else None.
+    finish_reasons: one per choice ("stop", "length", ...).
+    from_journal: True when the answer was read from the journal rather than the server.
+    """
+
+    key: str
+    request: dict
+    texts: list[str]
+    usage: dict
+    error: str | None = None
+    finish_reasons: list = dataclasses.field(default_factory=list)
+    from_journal: bool = False
+
+
+def api_key_from_env(var: str | None = "OPENAI_API_KEY") -> str | None:
+    """The API key held in environment variable `var`; None when `var` is empty or unset (local servers)."""
+    if not var:
+        return None
+    return os.environ.get(var) or None
+
+
+def normalize_request(request: dict) -> dict:
+    """Validate a chat request and return its canonical form (what is sent and hashed).
+
+    Allowed keys: messages (list of {"role", "content"}), temperature, max_tokens, n, seed, top_p,
+    stop. None values are dropped, n=1 is dropped (it is the default), numbers get one type.
+    """
+    if not isinstance(request, dict):
+        raise TypeError(f"a chat request must be a dict, got {type(request).__name__}")
+    unknown = sorted(set(request) - set(REQUEST_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown chat request field(s) {unknown}; allowed: {list(REQUEST_FIELDS)}")
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("chat request field 'messages' must be a non-empty list")
+    clean_messages = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"messages[{i}] must be {{'role': str, 'content': str}}")
+        clean_messages.append({"role": m["role"], "content": m["content"]})
+    out = {"messages": clean_messages}
+    for field in REQUEST_FIELDS[1:]:
+        value = request.get(field)
+        if value is None:
+            continue
+        if field in _FLOAT_FIELDS:
+            value = float(value)
+        elif field in _INT_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"chat request field '{field}' must be an integer, got {value!r}")
+        elif field == "stop":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+                raise ValueError("chat request field 'stop' must be a string or a list of strings")
+        out[field] = value
+    if out.get("n", 1) < 1:
+        raise ValueError("chat request field 'n' must be at least 1")
+    if out.get("n") == 1:
+        del out["n"]
+    return out
+
+
+def request_key(model: str, request: dict) -> str:
+    """The journal key: sha256 of the canonical JSON of the model and the normalized request."""
+    payload = json.dumps({"model": model, "request": request}, sort_keys=True, separators=(",", ":"),
+                         ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _estimate_tokens(request: dict) -> float:
+    chars = sum(len(m["content"]) for m in request["messages"])
+    return math.ceil(chars / 4) + request.get("n", 1) * request.get("max_tokens", _COMPLETION_GUESS)
+
+
+class ChatClient:
+    """Journaled, rate-limited, retrying chat client; see the module docstring."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, journal: str | None = None,
+                 max_in_flight: int = 8, requests_per_minute: float | None = None,
+                 tokens_per_minute: float | None = None, max_retries: int = 8, timeout: float = 120.0,
+                 price_per_1k_prompt: float = 0.0, price_per_1k_completion: float = 0.0, progress: bool = True,
+                 backoff_base: float = 1.0, backoff_max: float = 60.0, seed: int | None = None):
+        """Connect to `base_url` (e.g. http://host:8000/v1) for `model`.
+
+        journal: sqlite file recording every request (None: in memory, nothing survives the process).
+        max_in_flight: most HTTP requests outstanding at once.
+        requests_per_minute / tokens_per_minute: rate limits (None: unlimited).
+        max_retries: retries per request after the first try; timeout: seconds per try.
+        price_per_1k_*: for the cost in `stats()`.
+        backoff_base / backoff_max: exponential backoff (seconds) when no Retry-After is given.
+        seed: seeds the backoff jitter (None: random).
+        """
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.base_url, self.model = base_url, model
+        self.max_in_flight, self.max_retries = max_in_flight, max_retries
+        self.prices = (price_per_1k_prompt, price_per_1k_completion)
+        self.progress = progress
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self._rng = random.Random(seed)
+        self.journal = Journal(journal)
+        self._limits = (requests_per_minute, tokens_per_minute)
+        self._stats = {"requests": 0, "from_journal": 0, "sent": 0, "succeeded": 0, "failed": 0, "retries": 0,
+                       "prompt_tokens": 0, "completion_tokens": 0, "errors": {}}
+        self._pause_until = 0.0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="chat-client", daemon=True)
+        self._thread.start()
+        self._openai = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0,
+                                          timeout=timeout)
+        self._sem = self._call(self._make(asyncio.Semaphore, max_in_flight))
+        self._limiter = self._call(self._make(RateLimiter, requests_per_minute, tokens_per_minute))
+        self._closed = False
+
+    # ---- public API ---------------------------------------------------------------------------
+    def chat(self, requests: list[dict]) -> list[ChatResult]:
+        """Answer every request (results in request order); see the module docstring."""
+        if self._closed:
+            raise RuntimeError("ChatClient is closed")
+        normalized = [normalize_request(r) for r in requests]
+        keys = [request_key(self.model, r) for r in normalized]
+        future = asyncio.run_coroutine_threadsafe(self._chat(normalized, keys), self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def stats(self) -> dict:
+        """Counts so far: requests, from_journal, sent (HTTP attempts), succeeded, failed, retries,
+        errors by kind, prompt/completion tokens paid for by this client, and cost."""
+        out = json.loads(json.dumps(self._stats))
+        out["cost"] = (out["prompt_tokens"] * self.prices[0] + out["completion_tokens"] * self.prices[1]) / 1000.0
+        return out
+
+    def close(self) -> None:
+        """Close the HTTP client, stop the worker thread and close the journal (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._call(self._openai.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+            self.journal.close()
+
+    def __enter__(self) -> "ChatClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- internals ----------------------------------------------------------------------------
+    @staticmethod
+    async def _make(factory, *args):
+        return factory(*args)
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _chat(self, requests: list[dict], keys: list[str]) -> list[ChatResult]:
+        results: list[ChatResult | None] = [None] * len(requests)
+        self._stats["requests"] += len(requests)
+        known = self.journal.get_many(keys)
+        pending: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            if key in known:
+                entry = known[key]
+                results[i] = ChatResult(key, requests[i], entry["texts"], entry["usage"], None,
+                                        entry["finish_reasons"], from_journal=True)
+                self._stats["from_journal"] += 1
+            else:
+                pending.setdefault(key, []).append(i)
+        bar = tqdm(total=len(requests), initial=len(requests) - sum(map(len, pending.values())), unit="req",
+                   desc=f"chat {self.model}", disable=not self.progress, dynamic_ncols=True)
+        tasks = {asyncio.ensure_future(self._one(key, requests[idx[0]])): idx for key, idx in pending.items()}
+        try:
+            for next_done in asyncio.as_completed(list(tasks)):
+                result = await next_done
+                for i in pending[result.key]:
+                    results[i] = result
+                bar.update(len(pending[result.key]))
+                bar.set_postfix(sent=self._stats["sent"], retries=self._stats["retries"],
+                                failed=self._stats["failed"], cost=f"{self.stats()['cost']:.4f}", refresh=False)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            bar.close()
+        return results
+
+    async def _wait_out_pause(self) -> None:
+        while (left := self._pause_until - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+
+    async def _one(self, key: str, request: dict) -> ChatResult:
+        attempt = 0
+        while True:
+            estimate = _estimate_tokens(request)
+            await self._wait_out_pause()
+            await self._limiter.acquire(estimate)
+            async with self._sem:
+                await self._wait_out_pause()
+                self._stats["sent"] += 1
+                try:
+                    response = await self._openai.chat.completions.create(model=self.model, **request)
+                    texts, usage, finish = _unpack(response, request.get("n", 1))
+                    failure = None
+                except Exception as e:  # classify() re-raises what it does not recognise
+                    failure = classify(e)
+            if failure is None:
+                self._limiter.settle(estimate, usage["prompt_tokens"] + usage["completion_tokens"])
+                self.journal.put_success(key, self.model, request, texts, usage, finish)
+                self._stats["succeeded"] += 1
+                self._stats["prompt_tokens"] += usage["prompt_tokens"]
+                self._stats["completion_tokens"] += usage["completion_tokens"]
+                return ChatResult(key, request, texts, usage, None, finish)
+            errors = self._stats["errors"]
+            errors[failure.kind] = errors.get(failure.kind, 0) + 1
+            if failure.fatal:
+                raise FatalAPIError(f"{self.base_url} (model {self.model!r}): {failure.message}")
+            if not failure.retryable or attempt >= self.max_retries:
+                self._stats["failed"] += 1
+                error = f"{failure.kind}: {failure.message} (after {attempt + 1} attempt(s))"
+                self.journal.put_failure(key, self.model, request, error, attempt + 1)
+                return ChatResult(key, request, [], {"prompt_tokens": 0, "completion_tokens": 0}, error)
+            if failure.retry_after is not None:
+                delay = failure.retry_after * (1.0 + 0.1 * self._rng.random())
+                if failure.kind == "rate_limit":  # everyone waits while the limit is in force
+                    self._pause_until = max(self._pause_until, time.monotonic() + delay)
+            else:
+                delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, self._rng)
+            attempt += 1
+            self._stats["retries"] += 1
+            await asyncio.sleep(delay)
+
+
+def _unpack(response, n: int) -> tuple[list[str], dict, list]:
+    """texts, usage and finish reasons of a completion; MalformedResponse if it is unusable."""
+    choices = sorted(getattr(response, "choices", None) or [], key=lambda c: c.index or 0)
+    if len(choices) != n:
+        raise MalformedResponse(f"expected {n} choice(s), got {len(choices)}")
+    texts = []
+    for c in choices:
+        if c.message is None:
+            raise MalformedResponse(f"choice {c.index} has no message")
+        texts.append(c.message.content or "")
+    usage = getattr(response, "usage", None)
+    usage = {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+             "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
+    return texts, usage, [c.finish_reason for c in choices]

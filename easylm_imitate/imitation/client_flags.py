@@ -1,0 +1,36 @@
+"""absl flags shared by the binaries that query a target model, and the ChatClient they describe."""
+
+from __future__ import annotations
+
+from easylm_imitate.imitation.client import ChatClient, api_key_from_env
+
+
+def define_client_flags() -> None:
+    """--base_url, --model, --api_key_env, --journal, limits, retries, timeout and prices."""
+    from absl import flags
+
+    flags.DEFINE_string("base_url", None, "Base URL of the target's OpenAI-compatible API, e.g. https://api.openai.com/v1.",
+                        required=True)
+    flags.DEFINE_string("model", None, "Target model name sent with every request.", required=True)
+    flags.DEFINE_string("api_key_env", "OPENAI_API_KEY",
+                        "Environment variable holding the API key (unset or empty: no key, e.g. a local server).")
+    flags.DEFINE_string("journal", None, "sqlite journal of every request (default: --out + '.journal'); "
+                        "rerunning the same command resumes from it without re-sending finished requests.")
+    flags.DEFINE_integer("max_in_flight", 8, "Most requests outstanding at once.")
+    flags.DEFINE_float("requests_per_minute", None, "Request rate limit (default: none).")
+    flags.DEFINE_float("tokens_per_minute", None, "Token rate limit, prompt + completion (default: none).")
+    flags.DEFINE_integer("max_retries", 8, "Retries per request on 429/5xx/timeouts/connection errors/bad bodies.")
+    flags.DEFINE_float("timeout", 120.0, "Seconds per request attempt.")
+    flags.DEFINE_float("price_per_1k_prompt", 0.0, "Price per 1000 prompt tokens, for the cost report.")
+    flags.DEFINE_float("price_per_1k_completion", 0.0, "Price per 1000 completion tokens, for the cost report.")
+    flags.DEFINE_bool("progress", True, "Show progress bars.")
+
+
+def client_from_flags(flags_obj, out: str) -> ChatClient:
+    """The ChatClient described by the flags; the journal defaults to `out` + '.journal'."""
+    return ChatClient(flags_obj.base_url, flags_obj.model, api_key=api_key_from_env(flags_obj.api_key_env),
+                      journal=flags_obj.journal or out + ".journal", max_in_flight=flags_obj.max_in_flight,
+                      requests_per_minute=flags_obj.requests_per_minute,
+                      tokens_per_minute=flags_obj.tokens_per_minute, max_retries=flags_obj.max_retries,
+                      timeout=flags_obj.timeout, price_per_1k_prompt=flags_obj.price_per_1k_prompt,
+                      price_per_1k_completion=flags_obj.price_per_1k_completion, progress=flags_obj.progress)

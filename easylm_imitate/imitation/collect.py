@@ -1,0 +1,61 @@
+r"""Collect a target model's replies to a prompts file as imitation records.
+
+  python -m easylm_imitate.imitation.collect --base_url=https://api.openai.com/v1 --model=gpt-3.5-turbo \
+      --prompts=prompts.jsonl --out=data/imitation.jsonl --samples_per_prompt=2 --temperature=0.7
+
+Prompts file lines: {"prompt": ...}, {"id", "prompt"[, "system", "meta"]}, or a canonical record
+whose turns end in a user turn. Bad lines go to --rejects (default OUT.rejects.jsonl) with their
+line and reason. Rerunning the same command resumes from the journal (default OUT.journal);
+exits 1 when some prompts still failed after all retries (rerun to retry them).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+from easylm_imitate.imitation import client_flags
+from easylm_imitate.imitation.collection import SAMPLE_WITH, CollectConfig, collect_to_file
+
+
+def _define_flags() -> None:
+    client_flags.define_client_flags()
+    flags.adopt_module_key_flags(client_flags)
+    flags.DEFINE_string("prompts", None, "Prompts JSONL (see the module docstring).", required=True)
+    flags.DEFINE_string("out", None, "Output JSONL of canonical records.", required=True)
+    flags.DEFINE_string("rejects", None, "Rejected prompt lines (default: --out + '.rejects.jsonl').")
+    flags.DEFINE_integer("samples_per_prompt", 1, "Replies per prompt.")
+    flags.DEFINE_enum("sample_with", "n", SAMPLE_WITH,
+                      "'n': one request with n choices; 'seed': one request per sample (for servers without n).")
+    flags.DEFINE_float("temperature", None, "Sampling temperature (default: the server's).")
+    flags.DEFINE_float("top_p", None, "Nucleus sampling (default: the server's).")
+    flags.DEFINE_integer("max_tokens", None, "Completion token limit (default: the server's).")
+    flags.DEFINE_string("source", None, "Record source field (default: 'target:<model>').")
+
+
+def main(argv) -> None:
+    """Collect replies with the parsed flags."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    config = CollectConfig(samples_per_prompt=f.samples_per_prompt, sample_with=f.sample_with,
+                           temperature=f.temperature, top_p=f.top_p, max_tokens=f.max_tokens, source=f.source)
+    with client_flags.client_from_flags(f, f.out) as client:
+        report = collect_to_file(client, f.prompts, f.out, config, rejects_path=f.rejects)
+    logging.info("wrote %d records to %s", report["records"], f.out)
+    print(json.dumps({k: report[k] for k in ("prompts", "records", "rejected_lines", "failed_samples", "empty_replies")}))
+    if report["failed_samples"]:
+        sys.exit(f"{report['failed_samples']} prompt sample(s) failed after all retries "
+                 f"(see {f.out}.report.json); rerun the same command to retry them")
+
+
+def run() -> None:
+    """Console entry point (easylm-collect)."""
+    _define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

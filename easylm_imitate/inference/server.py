@@ -1,0 +1,314 @@
+"""OpenAI-compatible HTTP server over an `Engine`: chat, completions (echo + logprobs),
+models and health, with SSE streaming and OpenAI-style error bodies for every bad request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from easylm_imitate.inference.batcher import Batcher
+from easylm_imitate.inference.engine import Engine, GenRequest, GenResult
+from easylm_imitate.inference.protocol import (MAX_STOP, APIError, ChatCompletionRequest, CompletionRequest,
+                                               error_body)
+from easylm_imitate.inference.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class Limits:
+    """Request limits: longest prompt, largest max_tokens, rows per batch."""
+
+    def __init__(self, max_prompt_tokens: int = 2048, max_tokens: int = 1024, max_batch: int = 16,
+                 wait_ms: float = 5.0):
+        self.max_prompt_tokens, self.max_tokens = max_prompt_tokens, max_tokens
+        self.max_batch, self.wait_ms = max_batch, wait_ms
+
+
+def create_app(engine: Engine, model_name: str, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI application serving `engine` under the model id `model_name`."""
+    limits = limits or Limits()
+    app = FastAPI(title="easylm_imitate", docs_url=None, redoc_url=None)
+    batcher = Batcher(engine, max_batch=limits.max_batch, wait_ms=limits.wait_ms)
+    app.state.batcher = batcher
+    app.router.add_event_handler("shutdown", batcher.close)
+    created = int(time.time())
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, e: APIError):
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError):
+        err = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        param = ".".join(loc) or None
+        message = f"{param}: {err['msg']}" if param else err["msg"]
+        return JSONResponse(error_body(message, param=param, code=err.get("type")), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException):
+        return JSONResponse(error_body(str(e.detail), code=str(e.status_code)), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, e: Exception):
+        log.exception("request failed")
+        return JSONResponse(error_body(f"internal error: {e}", type="server_error"), status_code=500)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": model_name}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created,
+                                            "owned_by": "easylm_imitate"}]}
+
+    def check_common(req) -> list[str]:
+        if req.model != model_name:
+            raise APIError(404, f"model {req.model!r} does not exist; this server serves {model_name!r}",
+                           param="model", code="model_not_found")
+        stops = req.stop_list()
+        if len(stops) > MAX_STOP:
+            raise APIError(400, f"stop: at most {MAX_STOP} stop strings", param="stop")
+        return stops
+
+    def check_lengths(prompt_len: int, max_tokens: int) -> None:
+        if prompt_len == 0:
+            raise APIError(400, "prompt is empty", param="prompt")
+        if prompt_len > limits.max_prompt_tokens:
+            raise APIError(400, f"prompt has {prompt_len} tokens; this server accepts at most "
+                           f"{limits.max_prompt_tokens}", param="prompt", code="context_length_exceeded")
+        if max_tokens > limits.max_tokens:
+            raise APIError(400, f"max_tokens={max_tokens} exceeds this server's limit of {limits.max_tokens}",
+                           param="max_tokens")
+        if prompt_len + max_tokens > engine.context_length:
+            raise APIError(400, f"prompt ({prompt_len} tokens) plus max_tokens ({max_tokens}) exceeds the "
+                           f"model's context length {engine.context_length}", param="max_tokens",
+                           code="context_length_exceeded")
+
+    def rows_for(prompt_ids: list[int], req, max_tokens: int, stops: list[str]) -> list[GenRequest]:
+        base = req.seed if req.seed is not None else random.randrange(2 ** 31)
+        return [GenRequest(prompt_ids, SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature,
+                                                      top_k=req.top_k, top_p=req.top_p,
+                                                      seed=(base + j) % 2 ** 32), stops)
+                for j in range(req.n)]
+
+    async def run_rows(rows: list[GenRequest]) -> list[GenResult]:
+        if not rows:
+            return []
+        return await asyncio.wrap_future(batcher.generate(rows))
+
+    def stream_rows(rows: list[GenRequest], chunk_fn, final_fn) -> StreamingResponse:
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue = asyncio.Queue()
+        for i, row in enumerate(rows):
+            row.on_text = lambda text, i=i: loop.call_soon_threadsafe(deltas.put_nowait, (i, text))
+        future = batcher.generate(rows)
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(deltas.put_nowait, None))
+
+        async def events():
+            for first in chunk_fn(None, None):
+                yield _sse(first)
+            while (item := await deltas.get()) is not None:
+                yield _sse(chunk_fn(*item))
+            if future.exception() is not None:
+                yield _sse(error_body(f"generation failed: {future.exception()}", type="server_error"))
+            else:
+                for i, result in enumerate(future.result()):
+                    yield _sse(final_fn(i, result))
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatCompletionRequest):
+        stops = check_common(req)
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in req.messages]
+        try:
+            prompt_ids = engine.chat_ids(messages)
+        except Exception as e:  # template errors (e.g. roles out of order) are the request's fault
+            raise APIError(400, f"messages: cannot render the chat template: {e}", param="messages") from None
+        room = engine.context_length - len(prompt_ids)
+        max_tokens = req.max_completion_tokens or req.max_tokens or max(1, min(limits.max_tokens, room))
+        check_lengths(len(prompt_ids), max_tokens)
+        rows = rows_for(prompt_ids, req, max_tokens, stops)
+        rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "created": now, "model": model_name}
+        if req.stream:
+            def chunk(i, text):
+                if i is None:
+                    return [{**head, "object": "chat.completion.chunk", "choices": [
+                        {"index": j, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+                        for j in range(len(rows))]
+                return {**head, "object": "chat.completion.chunk",
+                        "choices": [{"index": i, "delta": {"content": text}, "finish_reason": None}]}
+
+            def final(i, r):
+                return {**head, "object": "chat.completion.chunk",
+                        "choices": [{"index": i, "delta": {}, "finish_reason": r.finish_reason}]}
+            return stream_rows(rows, chunk, final)
+        results = await run_rows(rows)
+        completion = sum(len(r.token_ids) for r in results)
+        return {**head, "object": "chat.completion",
+                "choices": [{"index": i, "message": {"role": "assistant", "content": r.text},
+                             "logprobs": None, "finish_reason": r.finish_reason} for i, r in enumerate(results)],
+                "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": completion,
+                          "total_tokens": len(prompt_ids) + completion}}
+
+    def completion_prompts(req: CompletionRequest) -> list[tuple[list[int], list[str] | None, str]]:
+        """(ids, text pieces or None, text) per prompt."""
+        p = req.prompt
+        if isinstance(p, str):
+            p = [p]
+        if not p:
+            raise APIError(400, "prompt: empty list", param="prompt")
+        if isinstance(p[0], int):
+            p = [p]
+        out = []
+        for item in p:
+            if isinstance(item, str):
+                ids, pieces = engine.text_pieces(item)
+                out.append((ids, pieces, item))
+            else:
+                bad = [t for t in item if not 0 <= t < engine.cfg.vocab_size]
+                if bad:
+                    raise APIError(400, f"prompt: token id {bad[0]} is outside the vocabulary "
+                                   f"[0, {engine.cfg.vocab_size})", param="prompt")
+                pieces = engine.id_pieces(item)
+                out.append((list(item), pieces, "".join(pieces)))
+        return out
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        stops = check_common(req)
+        prompts = completion_prompts(req)
+        for ids, _, _ in prompts:
+            check_lengths(len(ids), req.max_tokens)
+        if req.stream and req.max_tokens == 0:
+            raise APIError(400, "stream needs max_tokens >= 1", param="stream")
+        rows = [r for ids, _, _ in prompts for r in rows_for(ids, req, req.max_tokens, stops)] \
+            if req.max_tokens > 0 else []
+        rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "created": now, "model": model_name}
+        if req.stream:
+            def chunk(i, text):
+                if i is None:
+                    return [] if not req.echo else [
+                        {**head, "object": "text_completion", "choices": [
+                            {"index": j, "text": prompts[j // req.n][2], "logprobs": None, "finish_reason": None}]}
+                        for j in range(len(rows))]
+                return {**head, "object": "text_completion",
+                        "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": None}]}
+
+            def final(i, r):
+                return {**head, "object": "text_completion",
+                        "choices": [{"index": i, "text": "", "logprobs": None, "finish_reason": r.finish_reason}]}
+            return stream_rows(rows, chunk, final)
+        results = await run_rows(rows)
+        if not results:  # max_tokens == 0: one empty completion per (prompt, n)
+            results = [GenResult("", [], "length") for _ in prompts for _ in range(req.n)]
+        scores = None
+        if req.logprobs is not None:
+            seqs = [prompts[i // req.n][0] + r.token_ids for i, r in enumerate(results)]
+            scores = await asyncio.wrap_future(batcher.score(seqs, req.logprobs))
+        choices = []
+        for i, r in enumerate(results):
+            ids, pieces, text = prompts[i // req.n]
+            choice = {"index": i, "text": (text + r.text) if req.echo else r.text,
+                      "logprobs": None, "finish_reason": r.finish_reason}
+            if scores is not None:
+                choice["logprobs"] = _logprobs(engine, ids, pieces, r, scores[i], req.echo)
+            choices.append(choice)
+        prompt_tokens = sum(len(ids) for ids, _, _ in prompts)
+        completion = sum(len(r.token_ids) for r in results)
+        return {**head, "object": "text_completion", "choices": choices,
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                          "total_tokens": prompt_tokens + completion}}
+
+    return app
+
+
+def _logprobs(engine: Engine, prompt_ids, prompt_pieces, result: GenResult, scores, echo: bool) -> dict:
+    """The legacy completions `logprobs` object for the returned text."""
+    gen_pieces = engine.id_pieces(result.token_ids, prefix=prompt_ids)
+    n_prompt = len(prompt_ids)
+    ids = list(prompt_ids) + list(result.token_ids)
+    pieces = list(prompt_pieces) + gen_pieces
+    first = 0 if echo else n_prompt
+    tokens, token_lps, tops, offsets, offset = [], [], [], [], 0
+    for t in range(first, len(ids)):
+        tokens.append(pieces[t])
+        offsets.append(offset)
+        offset += len(pieces[t])
+        if t == 0:
+            token_lps.append(None)
+            tops.append(None)
+            continue
+        token_lps.append(float(scores.logprobs[t - 1]))
+        top = {}
+        for tid, lp in zip(scores.top_ids[t - 1], scores.top_logprobs[t - 1]):
+            top.setdefault(engine.tokenizer.decode([int(tid)]), float(lp))
+        tops.append(top)
+    return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def _sse(payload) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(app: FastAPI, host: str = "127.0.0.1", port: int | None = None):
+    """Run `app` with uvicorn in a background thread; yields the base URL; shuts it down on exit."""
+    port = port or free_port(host)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"server on {host}:{port} did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def serve_checkpoint(checkpoint: str, *, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,
+                     mesh: str | None = None, rules: str = "fsdp_tp", dtype: str | None = None,
+                     limits: Limits | None = None) -> None:
+    """Load a checkpoint (optionally sharded on a mesh) and serve it until interrupted."""
+    import easylm_imitate
+    from easylm_imitate import parallel
+
+    device_mesh = parallel.make_mesh(mesh) if mesh else None
+    overrides = {"dtype": dtype} if dtype else {}
+    model, tokenizer = easylm_imitate.load(checkpoint, mesh=device_mesh, rules=rules, **overrides)
+    engine = Engine(model, tokenizer, device_mesh)
+    name = model_name or os.path.basename(os.path.normpath(checkpoint))
+    app = create_app(engine, name, limits)
+    log.info("serving %s as %r on http://%s:%d", checkpoint, name, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info")
