@@ -15,7 +15,7 @@ def source(kind: str, path: str, weight: float = 1.0, **options) -> ml_collectio
     kind: sharegpt | hc3 | pairs | messages | alpaca | canonical.
     path: a local file (JSON array or JSONL, plain or .gz), `hf:NAME_OR_DIR` (Hugging Face
       datasets) or `tfds:NAME_OR_DIR` (a TFDS data source).
-    weight: token share of this source in the mix, relative to the others.
+    weight: token share of this source in the mix, relative to the others (with mix_by="weight").
     options: split, hf_config, tfds_data_dir, input_field/output_field/id_field/system_field
       (pairs: dotted paths into each row).
     """
@@ -46,6 +46,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.token_counter = "tokenizer"  # tokenizer | approx (words+punctuation; an explicit, fast estimate)
     c.block_length = 2048  # conversations longer than this (tokens) are split into turn-aligned pieces
     c.token_budgets = ""  # e.g. "300K,20M,80M,150M": nested train_<budget>.jsonl prefixes of the mix
+    c.mix_by = "size"  # size: shares follow each source's available tokens (a uniform sample of the
+    #                   union, the paper's mix) | weight: shares follow the sources' `weight`
     c.max_records = 0  # read at most this many rows per source (0 = all; for quick trials)
 
     c.clean = ml_collections.ConfigDict()

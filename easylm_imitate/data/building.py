@@ -98,8 +98,17 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
     tokens = counter.exact_counts([p.record() for p in pieces]) if not counter.exact else \
         [counter.total(p.lengths) for p in pieces]
     ledger.record_step("split", pieces, counter)
-    weights = {s.name: s.weight for s in sources}
+    if options.mix_by == "size":
+        weights = {s.name: 0.0 for s in sources}
+        for piece, t in zip(pieces, tokens):
+            weights[piece.source] += t
+        weights = {s: max(w, 1.0) for s, w in weights.items()}
+    elif options.mix_by == "weight":
+        weights = {s.name: s.weight for s in sources}
+    else:
+        raise ValueError(f"mix_by must be size or weight, not {options.mix_by!r}")
     order = P.mix_order(pieces, tokens, weights, options.seed)
+    order, prefix_lengths = P.fit_budgets(order, tokens, [b for _, b in options.token_budgets])
     mixed = [pieces[i] for i in order]
     mixed_tokens = np.asarray([tokens[i] for i in order], np.int64)
     ledger.steps["mixed"] = {s: {"records": 0, "tokens": 0} for s in names}
@@ -108,8 +117,7 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
         ledger.steps["mixed"][piece.source]["tokens"] += int(t)
     cumulative = np.concatenate([[0], np.cumsum(mixed_tokens)])
     budgets = []
-    for label, budget in options.token_budgets:
-        k = P.budget_prefix(cumulative, budget)
+    for (label, budget), k in zip(options.token_budgets, prefix_lengths):
         got = int(cumulative[k])
         per_source = {s: 0 for s in names}
         for piece, t in zip(mixed[:k], mixed_tokens[:k]):
@@ -135,6 +143,7 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
         "token_counting": counter.describe(),
         "template": options.template,
         "block_length": options.block_length,
+        "mix_by": options.mix_by,
         "sources": {s.name: {"kind": s.options.kind, "path": s.path, "weight": s.weight} for s in sources},
         "accounting": {
             "rows_read": sum(rows.values()), "rows_rejected": read_rejects, "records_parsed": parsed,

@@ -170,7 +170,7 @@ def _language_identifier():
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=False)
 
 
-def language_of_text(text: str, max_chars: int = 2000, min_letters: int = 20) -> str:
+def language_of_text(text: str, max_chars: int = 600, min_letters: int = 20) -> str:
     """ISO 639-1 code from py3langid's offline model; "und" when there is too little text."""
     text = strip_code(text[: max_chars * 4])[:max_chars]
     if len(_LETTERS.findall(text)) < min_letters:
@@ -178,7 +178,7 @@ def language_of_text(text: str, max_chars: int = 2000, min_letters: int = 20) ->
     return _language_identifier().classify(text)[0]
 
 
-def language_of(turns: list[dict], max_chars: int = 2000) -> str:
+def language_of(turns: list[dict], max_chars: int = 600) -> str:
     """Language of a conversation, judged on its text (code removed), first `max_chars`."""
     parts, size = [], 0
     for turn in turns:

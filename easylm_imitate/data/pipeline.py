@@ -75,6 +75,7 @@ class Options:
     eval_min_prompt_words: int = 3
     eval_sources: tuple[str, ...] = ()
     diversity_sample: int = 1000
+    mix_by: str = "size"
 
 
 @dataclasses.dataclass
@@ -355,14 +356,40 @@ def mix_order(pieces: Sequence[Conv], tokens: Sequence[int], weights: dict[str, 
     return order
 
 
-def budget_prefix(cumulative: np.ndarray, budget: int) -> int:
-    """Number of leading pieces whose token total is closest to `budget` (cumulative[0] = 0)."""
-    k = int(np.searchsorted(cumulative, budget))
-    if k >= len(cumulative):
-        return len(cumulative) - 1
-    if k > 0 and budget - cumulative[k - 1] <= cumulative[k] - budget:
-        return k - 1
-    return k
+def fit_budgets(order: list[int], tokens: Sequence[int], budgets: Sequence[int], window: int = 2000,
+                tolerance: float = 0.002) -> tuple[list[int], list[int]]:
+    """Adjust the mix order so each budget's prefix lands on it; (order, prefix length per budget).
+
+    Budgets are taken in increasing order. For each, the order is followed while it fits;
+    then, while the gap is above `tolerance` of the budget, the largest record among the next
+    `window` that fits the gap (overshooting by at most the tolerance) is moved forward. Only
+    records after the previous budget's prefix move, so every smaller subset stays a prefix
+    of the larger ones. Finally the prefix length closest to the budget is taken.
+    """
+    order = list(order)
+    lengths, pos, total = [], 0, 0
+    for budget in budgets:
+        slack = tolerance * budget
+        while pos < len(order) and total + tokens[order[pos]] <= budget:
+            total += tokens[order[pos]]
+            pos += 1
+        while pos < len(order) and budget - total > slack:
+            gap = budget - total + slack
+            best, best_tokens = -1, 0
+            for j in range(pos, min(len(order), pos + window)):
+                t = tokens[order[j]]
+                if best_tokens < t <= gap:
+                    best, best_tokens = j, t
+            if best < 0:
+                break
+            order.insert(pos, order.pop(best))
+            total += best_tokens
+            pos += 1
+        if pos < len(order) and abs(total + tokens[order[pos]] - budget) < abs(total - budget):
+            total += tokens[order[pos]]
+            pos += 1
+        lengths.append(pos)
+    return order, lengths
 
 
 def parse_budgets(spec: str) -> tuple[tuple[str, int], ...]:

@@ -68,10 +68,10 @@ def _info(tokenizer) -> dict:
         if full[start:start + len(bare)] == bare:
             prefix = full[:start]
             break
-    first = tokenizer.convert_ids_to_tokens(bare[:1])[0] if bare else "x"
+    joined = "".join(tokenizer.convert_ids_to_tokens(bare))
     # Tokenizers that mark a word start themselves (sentencepiece "▁x", GPT-2 with
     # add_prefix_space "Ġx") would double a leading space, so it is dropped from segments.
-    strip_space = first != "x" and first.endswith("x") and len(first) == 2
+    strip_space = len(joined) == 2 and joined[1] == "x" and joined[0] in "▁Ġ "
     info = {"prefix": list(prefix), "strip_space": strip_space}
     try:
         _TOKENIZER_INFO[tokenizer] = info

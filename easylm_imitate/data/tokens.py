@@ -29,8 +29,8 @@ class TokenCounter:
         if approx and not isinstance(self.template, SegmentTemplate):
             raise ValueError(f"the approximate token counter supports templates paper and chatml, not {template!r}")
         self._cache: dict[tuple[str, str], int] = {}
-        self.base = self._base_length()
         self._overhead = self._role_overheads() if not isinstance(self.template, SegmentTemplate) else {}
+        self.base = self._base_length()
 
     @property
     def exact(self) -> bool:
@@ -51,19 +51,29 @@ class TokenCounter:
             from easylm_imitate.data.templates import _info
 
             return len(_info(self.tokenizer)["prefix"]) + sum(self._segment_counts(self.template.header()))
-        return 0
+        return self._overhead.get("base", 0)
 
     def _role_overheads(self) -> dict[str, int]:
-        """Tokens a role's wrapping adds in the tokenizer's own template (estimate)."""
-        out = {}
-        probe = "x"
-        content = len(encode_texts([probe], self.tokenizer)[0])
-        empty = self._render_len([])
-        for role in ("system", "user", "assistant"):
-            try:
-                out[role] = max(0, self._render_len([{"role": role, "content": probe}]) - empty - content)
-            except TemplateError:
-                out[role] = 0
+        """Tokens each role's wrapping adds in the tokenizer's own template (an estimate).
+
+        Key "base" is the template's fixed header (e.g. a default system prompt).
+        """
+        x = {"content": "x"}
+        c = len(encode_texts(["x"], self.tokenizer)[0])
+        out = {"base": 0, "system": 0, "user": 0, "assistant": 0}
+        try:
+            one = self._render_len([{"role": "user", **x}])
+            two = self._render_len([{"role": "user", **x}, {"role": "assistant", **x}])
+            three = self._render_len([{"role": "user", **x}, {"role": "assistant", **x}, {"role": "user", **x}])
+        except TemplateError:
+            return out
+        out["assistant"] = max(0, two - one - c)
+        out["user"] = max(0, three - two - c)
+        out["base"] = max(0, one - c - out["user"])
+        try:
+            out["system"] = max(0, self._render_len([{"role": "system", **x}, {"role": "user", **x}]) - one - c)
+        except TemplateError:
+            pass
         return out
 
     def _render_len(self, messages: list[dict]) -> int:
@@ -121,3 +131,14 @@ class TokenCounter:
         for start in range(0, len(records), 256):
             out.extend(len(ids) for ids, _ in self.template.render_batch(records[start:start + 256], self.tokenizer))
         return out
+
+
+def load_tokenizer(spec: str):
+    """A Hugging Face tokenizer from a directory, a `.gguf` file, or a hub name."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    if spec.endswith(".gguf") and os.path.isfile(spec):
+        return AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(spec)), gguf_file=os.path.basename(spec))
+    return AutoTokenizer.from_pretrained(spec)

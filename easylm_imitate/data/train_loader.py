@@ -48,7 +48,7 @@ def render_file(path: str, tokenizer, template, seq_length: int, seed: int, pad_
     """
     if not os.path.isfile(path):
         raise DataError(f"{path}: training file not found")
-    from easylm_imitate.data.templates import EmptyLossMask
+    from easylm_imitate.data.templates import TemplateError
 
     pieces, rejects = [], []
     stats = PackStats()
@@ -59,7 +59,7 @@ def render_file(path: str, tokenizer, template, seq_length: int, seed: int, pad_
         try:
             record = validate_record(obj)
             ids, mask = template.render(record, tokenizer)
-        except (RecordError, EmptyLossMask) as e:
+        except (RecordError, TemplateError) as e:
             rejects.append({"file": path, "line": line, "reason": str(e)})
             continue
         pieces.extend(next_token_pieces(ids, mask, seq_length, stats))

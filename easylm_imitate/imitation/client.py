@@ -195,7 +195,7 @@ class ChatClient:
             return
         self._closed = True
         try:
-            self._call(self._openai.close())
+            self._call(self._shutdown())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
@@ -212,6 +212,14 @@ class ChatClient:
     @staticmethod
     async def _make(factory, *args):
         return factory(*args)
+
+    async def _shutdown(self) -> None:
+        """Cancel what an interrupted `chat` left running, then close the HTTP client."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._openai.close()
 
     def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

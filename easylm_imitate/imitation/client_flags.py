@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
+
 from easylm_imitate.imitation.client import ChatClient, api_key_from_env
 
 
@@ -26,11 +30,29 @@ def define_client_flags() -> None:
     flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
+def journal_path(flags_obj, out: str) -> str:
+    """--journal, or `out` + '.journal' when unset."""
+    return flags_obj.journal or out + ".journal"
+
+
 def client_from_flags(flags_obj, out: str) -> ChatClient:
     """The ChatClient described by the flags; the journal defaults to `out` + '.journal'."""
+    for noisy in ("httpx", "openai"):  # one INFO line per HTTP request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return ChatClient(flags_obj.base_url, flags_obj.model, api_key=api_key_from_env(flags_obj.api_key_env),
-                      journal=flags_obj.journal or out + ".journal", max_in_flight=flags_obj.max_in_flight,
+                      journal=journal_path(flags_obj, out), max_in_flight=flags_obj.max_in_flight,
                       requests_per_minute=flags_obj.requests_per_minute,
                       tokens_per_minute=flags_obj.tokens_per_minute, max_retries=flags_obj.max_retries,
                       timeout=flags_obj.timeout, price_per_1k_prompt=flags_obj.price_per_1k_prompt,
                       price_per_1k_completion=flags_obj.price_per_1k_completion, progress=flags_obj.progress)
+
+
+@contextlib.contextmanager
+def resumable(journal_hint: str):
+    """Turn Ctrl-C into a short message (exit 130): finished requests are safe in the journal."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"interrupted: finished requests are kept in {journal_hint}; rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)

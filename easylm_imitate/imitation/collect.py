@@ -42,7 +42,7 @@ def main(argv) -> None:
     f = flags.FLAGS
     config = CollectConfig(samples_per_prompt=f.samples_per_prompt, sample_with=f.sample_with,
                            temperature=f.temperature, top_p=f.top_p, max_tokens=f.max_tokens, source=f.source)
-    with client_flags.client_from_flags(f, f.out) as client:
+    with client_flags.resumable(client_flags.journal_path(f, f.out)), client_flags.client_from_flags(f, f.out) as client:
         report = collect_to_file(client, f.prompts, f.out, config, rejects_path=f.rejects)
     logging.info("wrote %d records to %s", report["records"], f.out)
     print(json.dumps({k: report[k] for k in ("prompts", "records", "rejected_lines", "failed_samples", "empty_replies")}))

@@ -43,7 +43,7 @@ def main(argv) -> None:
     config = NQSyntheticConfig(num_examples=f.num_examples, seed=f.seed, pairs_per_call=f.pairs_per_call,
                                temperature=f.temperature, max_tokens=f.max_tokens,
                                max_answer_words=f.max_answer_words, max_calls=f.max_calls)
-    with client_flags.client_from_flags(f, f.out) as client:
+    with client_flags.resumable(client_flags.journal_path(f, f.out)), client_flags.client_from_flags(f, f.out) as client:
         report = generate_to_file(client, f.out, config, seeds_path=f.seeds, exclude_path=f.exclude_questions,
                                   progress=f.progress)
     logging.info("wrote %d examples to %s (report: %s.report.json)", report["examples"], f.out, f.out)

