@@ -183,6 +183,8 @@ def summary(report: dict) -> str:
     lines.append(f"rows read {acc['rows_read']} (rejected unreadable {acc['rows_rejected']}); "
                  f"records {acc['records_parsed']} = train {acc['records_train']} + eval {acc['records_eval']} "
                  f"+ rejected {acc['records_rejected']}" + ("" if acc["balanced"] else "  ** DOES NOT ADD UP **"))
+    if acc["records_train"] == 0:
+        lines.append("WARNING: no training records were kept (see rejects.jsonl and the drops below)")
     steps = report["steps"]
     sources = list(report["sources"])
     header = f"{'step':<10}" + "".join(f"{s[:22]:>26}" for s in sources)

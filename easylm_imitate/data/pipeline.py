@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import heapq
-import os
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from easylm_imitate.data import clean as clean_lib
-from easylm_imitate.data.bleu import QueryIndex, query_diversity
+from easylm_imitate.data.bleu import QueryIndex
 from easylm_imitate.data.readers import ConvertError, ReadOptions, convert, iter_items
 from easylm_imitate.data.tokens import TokenCounter
 

@@ -181,6 +181,6 @@ def test_tfds_data_source(tmp_path, monkeypatch):
     builder_dir = os.path.join(str(data_dir), "tiny_pairs", "1.0.0")
     got, errors = records(f"tfds:{builder_dir}", "pairs")
     assert sorted(t[0]["text"] for _, t, _ in got) == ["question 0 \u00e9", "question 1 \u00e9", "question 2 \u00e9"]
-    got, errors = records(f"tfds:tiny_pairs", "sharegpt", tfds_data_dir=str(data_dir))
+    got, errors = records("tfds:tiny_pairs", "sharegpt", tfds_data_dir=str(data_dir))
     assert sorted(t[1]["text"] for _, t, _ in got) == ["a0", "a1", "a2"] and errors == []
     sys.modules.pop("tiny_pairs_builder", None)

@@ -13,7 +13,7 @@ from flax import nnx
 import easylm_imitate
 from easylm_imitate.checkpoint import read_meta
 from easylm_imitate.convert.gguf_file import gguf_to_checkpoint, resolve_gguf
-from easylm_imitate.models import get_preset
+from easylm_imitate.models import KVCache, get_preset
 
 NEW_TOKENS = 20
 
@@ -68,24 +68,21 @@ def test_logits_match_transformers_gguf_load(smollm2, hf_gguf, prompt_ids):
 
 def test_twenty_greedy_tokens_identical(smollm2, hf_gguf, prompt_ids):
     model, tokenizer, _ = smollm2
-    ids = torch.from_numpy(prompt_ids)
-    with torch.no_grad():  # plain argmax loop on both sides (no stop tokens, no logits processors)
-        for _ in range(NEW_TOKENS):
-            ids = torch.cat([ids, hf_gguf(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    expected = ids[0, prompt_ids.shape[1]:].tolist()
+    with torch.no_grad():
+        hf_out = hf_gguf.generate(torch.from_numpy(prompt_ids), attention_mask=torch.ones_like(torch.from_numpy(prompt_ids)),
+                                  max_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1)
+    expected = hf_out[0, prompt_ids.shape[1]:].tolist()
+    assert len(expected) == NEW_TOKENS  # the answer is longer than 20 tokens: no early stop
 
-    # Plain greedy loop without a cache: a fixed-size buffer (causal attention makes the
-    # unfilled tail irrelevant), so one compiled forward serves every step.
-    n = prompt_ids.shape[1]
-    buffer = np.zeros((1, n + NEW_TOKENS), np.int32)
-    buffer[0, :n] = prompt_ids[0]
+    # Our greedy loop: prefill the prompt into a KV cache, then one token per step.
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda state, ids: nnx.merge(graphdef, state)(ids))
+    step = jax.jit(lambda state, ids, cache: nnx.merge(graphdef, state)(ids, cache=cache))
+    cache = KVCache.create(model.cfg, 1, prompt_ids.shape[1] + NEW_TOKENS)
+    logits, cache = step(state, jnp.asarray(prompt_ids, jnp.int32), cache)
     ours = []
-    for step in range(NEW_TOKENS):
-        logits = forward(state, jnp.asarray(buffer))
-        token = int(jnp.argmax(logits[0, n + step - 1]))
-        buffer[0, n + step] = token
-        ours.append(token)
+    for _ in range(NEW_TOKENS):
+        token = jnp.argmax(logits[:, -1], axis=-1)
+        ours.append(int(token[0]))
+        logits, cache = step(state, token[:, None].astype(jnp.int32), cache)
     assert ours == expected, (tokenizer.decode(ours), tokenizer.decode(expected))
     assert "Rayleigh scattering" in tokenizer.decode(ours) and model.cfg.eos_token_id not in ours

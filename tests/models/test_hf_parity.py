@@ -53,3 +53,23 @@ def test_left_padded_batch_matches_transformers(pairs, preset):
     # Padding really is masked: a row alone, unpadded, gives the same logits.
     alone = np.asarray(ours(jnp.asarray(ids[2:, t - lengths[2]:])))
     np.testing.assert_allclose(alone[0], got[2, t - lengths[2]:], atol=1e-5)
+
+
+def test_config_from_hf_reads_llama_variants_and_rejects_the_rest():
+    from transformers import MistralConfig
+
+    from easylm_imitate.convert.hf_config import ConversionError, config_from_hf, config_to_hf
+
+    mistral = MistralConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=32, sliding_window=None,
+                            rope_theta=5e5, tie_word_embeddings=True).to_dict()
+    cfg = config_from_hf({**mistral, "architectures": ["MistralForCausalLM"], "eos_token_id": [7, 8]})
+    assert (cfg.arch, cfg.kv_heads, cfg.dim_per_head, cfg.rope_theta, cfg.tie_embeddings, cfg.eos_token_id) == \
+        ("llama", 2, 32, 5e5, True, 7)
+    legacy = {k: v for k, v in config_to_hf(cfg).items() if k != "rope_parameters"}
+    assert config_from_hf({**legacy, "rope_theta": 1234.0}).rope_theta == 1234.0
+    assert config_from_hf(config_to_hf(cfg)) == cfg
+    with pytest.raises(ConversionError, match="BertForMaskedLM"):
+        config_from_hf({"architectures": ["BertForMaskedLM"], "model_type": "bert"})
+    with pytest.raises(ConversionError, match="rope_type='llama3'"):
+        config_from_hf({**config_to_hf(cfg), "rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5}})
