@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XLA_PYTHON_CLIENT_PREALLOCATE := false
+# The [tpu] extra (for --compile_topology planning) puts libtpu in the venv; on a machine
+# without TPUs, keep JAX on the CPU instead of probing for a TPU (override on a TPU VM).
+export JAX_PLATFORMS ?= cpu
 
 .PHONY: venv demo test bench browser clean
 

@@ -117,10 +117,13 @@ def main(argv) -> None:
     with config.unlocked():
         _apply_flags(config)
     sources = sources_from(config, FLAGS.input)
-    if not sources:
-        raise app.UsageError("no sources: pass --config=configs/data/<mix>.py or --input=kind:PATH")
-    report = building.build(sources, options_from(config), counter_from(config), FLAGS.out,
-                            log=lambda m: print(m, flush=True))
+    try:
+        options = options_from(config)
+        building.validate(sources, options)
+        counter = counter_from(config)
+    except (ValueError, OSError) as e:
+        raise app.UsageError(str(e)) from None
+    report = building.build(sources, options, counter, FLAGS.out, log=lambda m: print(m, flush=True))
     print()
     print(building.summary(report))
     timings = report.get("_timings_s", {})

@@ -21,23 +21,40 @@ import numpy as np
 
 from easylm_imitate.data import pipeline as P
 from easylm_imitate.data.bleu import query_diversity
+from easylm_imitate.data.readers import KINDS
 from easylm_imitate.data.tokens import TokenCounter
 from easylm_imitate.fileio import atomic_open, write_json_atomic, write_jsonl_atomic
 
 REPORT_VERSION = 1
 
 
-def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCounter, out_dir: str,
-          log: Callable[[str], None] = print) -> dict:
-    """Build the dataset from `sources` into `out_dir`; returns the report (also report.json)."""
+def validate(sources: Sequence[P.SourceSpec], options: P.Options) -> None:
+    """ValueError naming the problem if the sources or options cannot make a build."""
     if not sources:
         raise ValueError("no sources: give --config with sources or at least one --input=kind:PATH")
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"source names must be unique: {names}")
+    if options.mix_by not in ("size", "weight"):
+        raise ValueError(f"mix_by must be size or weight, not {options.mix_by!r}")
+    if options.dedup not in ("source", "global", "off"):
+        raise ValueError(f"dedup must be source, global or off, not {options.dedup!r}")
+    if options.html not in ("auto", "always", "never"):
+        raise ValueError(f"clean.html must be auto, always or never, not {options.html!r}")
     for s in sources:
         if not s.weight > 0:
             raise ValueError(f"source {s.name!r}: weight must be > 0, got {s.weight}")
+        if s.options.kind not in KINDS:
+            raise ValueError(f"source {s.name!r}: unknown kind {s.options.kind!r} (expected one of {', '.join(KINDS)})")
+        if not s.path.startswith(("hf:", "tfds:")) and not os.path.isfile(s.path):
+            raise ValueError(f"source {s.name!r}: input file not found: {s.path}")
+
+
+def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCounter, out_dir: str,
+          log: Callable[[str], None] = print) -> dict:
+    """Build the dataset from `sources` into `out_dir`; returns the report (also report.json)."""
+    validate(sources, options)
+    names = [s.name for s in sources]
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -103,10 +120,8 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
         for piece, t in zip(pieces, tokens):
             weights[piece.source] += t
         weights = {s: max(w, 1.0) for s, w in weights.items()}
-    elif options.mix_by == "weight":
-        weights = {s.name: s.weight for s in sources}
     else:
-        raise ValueError(f"mix_by must be size or weight, not {options.mix_by!r}")
+        weights = {s.name: s.weight for s in sources}
     order = P.mix_order(pieces, tokens, weights, options.seed)
     order, prefix_lengths = P.fit_budgets(order, tokens, [b for _, b in options.token_budgets])
     mixed = [pieces[i] for i in order]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 from absl import app, flags
@@ -41,11 +42,16 @@ def parse_faults(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv) -> None:
     """Serve until interrupted."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it like Ctrl-C
     plan = FaultPlan(random=parse_faults(f.faults), retry_after=f.retry_after, slow_delay=f.slow_delay)
     with OpenAIStub(responder=RESPONDERS[f.responder], faults=plan, api_key=f.api_key, delay=f.delay,
                     port=f.port) as stub:
