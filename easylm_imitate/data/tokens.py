@@ -11,6 +11,7 @@ count: fast, no tokenizer needed, and only ever an explicit choice.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from easylm_imitate.data.templates import (SegmentTemplate, TemplateError, approx_token_count, encode_texts,
@@ -135,10 +136,12 @@ class TokenCounter:
 
 def load_tokenizer(spec: str):
     """A Hugging Face tokenizer from a directory, a `.gguf` file, or a hub name."""
-    import os
-
     from transformers import AutoTokenizer
 
-    if spec.endswith(".gguf") and os.path.isfile(spec):
+    looks_local = spec.startswith(("/", "./", "../", "~")) or spec.endswith(".gguf")
+    spec = os.path.expanduser(spec)
+    if looks_local and not os.path.exists(spec):
+        raise FileNotFoundError(f"tokenizer not found: {spec}")
+    if spec.endswith(".gguf"):
         return AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(spec)), gguf_file=os.path.basename(spec))
     return AutoTokenizer.from_pretrained(spec)

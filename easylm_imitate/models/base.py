@@ -83,13 +83,22 @@ class KVCache:
 
 
 def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
-    """Attention of new q/k/v [B,T,H(kv),D]; with a layer cache, k/v are written at `index` first."""
+    """Attention of new q/k/v [B,T,H(kv),D].
+
+    `layer_cache` is None (no cache) or `(k_stack, v_stack, layer)`: the whole stacked cache
+    and this layer's index. Only the new tokens are written into the stack, in place, at
+    (layer, :, index); the layer's slice is then read for attention. Returns the output and
+    the updated `(k_stack, v_stack)`.
+    """
     if layer_cache is None:
         return layers.attention(q, k, v, mask, cfg.attention), None
-    k_all = jax.lax.dynamic_update_slice(layer_cache[0], k.astype(layer_cache[0].dtype), (0, index, 0, 0))
-    v_all = jax.lax.dynamic_update_slice(layer_cache[1], v.astype(layer_cache[1].dtype), (0, index, 0, 0))
-    out = layers.attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask, cfg.attention)
-    return out, (k_all, v_all)
+    k_stack, v_stack, layer = layer_cache
+    start = (layer, 0, index, 0, 0)
+    k_stack = jax.lax.dynamic_update_slice(k_stack, k.astype(k_stack.dtype)[None], start)
+    v_stack = jax.lax.dynamic_update_slice(v_stack, v.astype(v_stack.dtype)[None], start)
+    k_all = jax.lax.dynamic_index_in_dim(k_stack, layer, 0, keepdims=False).astype(q.dtype)
+    v_all = jax.lax.dynamic_index_in_dim(v_stack, layer, 0, keepdims=False).astype(q.dtype)
+    return layers.attention(q, k_all, v_all, mask, cfg.attention), (k_stack, v_stack)
 
 
 class Blocks(nnx.Module):
@@ -157,15 +166,23 @@ class DecoderLM(nnx.Module):
         axes = self.blocks.layer_axes()
         activation_axes = ("batch", None, None)
 
-        def body(x, xs):
-            p, layer_cache = xs
+        def block(p, x, layer_cache):
             p = {k: _constrain(v, axes[k]) for k, v in p.items()}
-            x, new_cache = self.block(p, _constrain(x, activation_axes), context, mask, layer_cache, index)
-            return x, new_cache
+            return self.block(p, _constrain(x, activation_axes), context, mask, layer_cache, index)
 
-        xs = (params, None if cache is None else (cache.k, cache.v))
-        x, new_kv = layers.scan_layers(body, x, xs, cfg.remat)
+        if cache is None:
+            x, _ = layers.scan_layers(lambda x, p: (block(p, x, None)[0], None), x, params, cfg.remat)
+        else:
+            # The stacked cache rides in the carry so each step updates it in place.
+            def body(carry, xs):
+                x, k_stack, v_stack = carry
+                p, layer = xs
+                x, (k_stack, v_stack) = block(p, x, (k_stack, v_stack, layer))
+                return (x, k_stack, v_stack), None
+
+            layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+            (x, k_stack, v_stack), _ = layers.scan_layers(body, (x, cache.k, cache.v), (params, layer_ids), cfg.remat)
         logits = self.head(x, dtype)
         if cache is None:
             return logits
-        return logits, KVCache(k=new_kv[0], v=new_kv[1], segments=kv_segments, index=index + t)
+        return logits, KVCache(k=k_stack, v=v_stack, segments=kv_segments, index=index + t)
