@@ -37,6 +37,7 @@ test: venv browser
 bench: venv
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/build_data.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

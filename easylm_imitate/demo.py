@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     step("2/4 build an imitation set from the shipped ShareGPT dump",
          [py, "-m", "easylm_imitate.data.build", f"--input=sharegpt:{shipped_sharegpt_path()}", f"--out={data}",
           f"--max_records={args.conversations}", f"--tokenizer={os.path.join(base, 'tokenizer')}",
-          "--block_length=256", "--eval_prompts=8"],
+          "--block_length=256", "--template=chatml", "--eval_prompts=8"],
          os.path.join(data, "report.json"))
     step(f"3/4 fine-tune for {args.steps} steps (rerun resumes if interrupted)",
          [py, "-m", "easylm_imitate.train", "--config=configs/smollm2_cpu.py", f"--workdir={run}",
