@@ -18,7 +18,7 @@ def get_config():
     c.seq_length = 256
     c.batch_size = 4
     c.total_steps = 30
-    c.learning_rate = 5e-5
+    c.learning_rate = 1e-4
     c.optimizer.warmup_steps = 5
     c.optimizer.schedule = "cosine"
     c.optimizer.end_lr_ratio = 0.1
@@ -27,5 +27,5 @@ def get_config():
     c.save_every_steps = 15
     c.keep_checkpoints = 1
     c.log_every_steps = 1
-    c.eval_every_steps = 0
+    c.eval_every_steps = 10
     return c

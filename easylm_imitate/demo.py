@@ -34,14 +34,20 @@ def step(title: str, cmd: list[str], done_marker: str) -> None:
     print(f"   done in {time.time() - t:.0f} s", flush=True)
 
 
-def show_loss(workdir: str) -> None:
-    """Print the loss curve of the run as a small text chart."""
+def show_loss(workdir: str, window: int = 5) -> None:
+    """Print the held-out loss and the (smoothed) training loss as small text charts."""
     with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        rows = [r for r in map(json.loads, f) if "loss" in r]
-    top = max(r["loss"] for r in rows)
-    print("\n== training loss")
-    for r in rows:
-        print(f"   step {r['step']:3d}  {r['loss']:6.3f}  " + "#" * int(40 * r["loss"] / top))
+        rows = list(map(json.loads, f))
+    evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    smooth = [(s, sum(v for _, v in train[max(0, i - window + 1):i + 1]) / len(train[max(0, i - window + 1):i + 1]))
+              for i, (s, _) in enumerate(train)]
+    for title, points in (("loss on held-out ChatGPT replies", evals),
+                          (f"training loss ({window}-step moving average)", smooth)):
+        top = max(v for _, v in points)
+        print(f"\n== {title}")
+        for s, v in points:
+            print(f"   step {s:3d}  {v:6.3f}  " + "#" * int(40 * v / top))
 
 
 def reply(workdir: str, question: str) -> str:
@@ -79,6 +85,7 @@ def main(argv=None) -> None:
     step(f"3/4 fine-tune for {args.steps} steps (rerun resumes if interrupted)",
          [py, "-m", "easylm_imitate.train", "--config=configs/smollm2_cpu.py", f"--workdir={run}",
           f"--config.init_from={base}", f"--config.data.train_file={os.path.join(data, 'train.jsonl')}",
+          f"--config.data.eval_file={os.path.join(data, 'eval_prompts.jsonl')}",
           f"--config.total_steps={args.steps}"],
          os.path.join(run, "checkpoints", str(args.steps)))
     show_loss(run)

@@ -6,34 +6,15 @@
 
 from absl import app, flags
 
-from easylm_imitate.evaluation import cli, responses, style
-from easylm_imitate.evaluation.backends import make_backend
+from easylm_imitate.evaluation import cli, style
 
-cli.define_backend_flags()
-cli.define_output_flags()
-cli.define_judge_flags(required=False)
-flags.DEFINE_string("reference", None, "Prompts with the reference model's replies (JSONL).", required=True)
-flags.DEFINE_string("reference_name", "reference", "Name of the reference model in the results.")
-flags.DEFINE_string("answers", None, "The evaluated model's replies (JSONL); default: generate them with the backend.")
-flags.DEFINE_string("answers_out", None, "Where to save generated replies.")
-flags.DEFINE_integer("max_new_tokens", 512, "Reply length limit when generating.")
+cli.define_reply_flags(judge_required=False, answers_out_help="Where to save generated replies.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    reference, rejects = responses.load_responses(FLAGS.reference)
-    if FLAGS.answers:
-        answers, more = responses.load_responses(FLAGS.answers)
-        rejects += more
-        model = FLAGS.model_name or FLAGS.answers
-    else:
-        backend = make_backend(FLAGS)
-        answers = responses.generate_responses(backend, list(reference.values()), max_new_tokens=FLAGS.max_new_tokens)
-        model = backend.name
-        if FLAGS.answers_out:
-            responses.write_responses(FLAGS.answers_out, answers)
-    pairs = responses.paired(answers, reference)
+    pairs, model, rejects = cli.load_replies(FLAGS)
     client = cli.make_judge_client(FLAGS)
     tone = style.judge_tone(client, [m for m, _ in pairs], FLAGS.judge_prompt) if client else None
     settings = {"judge_model": FLAGS.judge_model if client else None}

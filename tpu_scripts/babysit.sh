@@ -38,14 +38,10 @@ $COMMON_HELP
 HELP
 }
 
-parse_args "$@"
-load_env
-require TPU_PROJECT TPU_ZONE TPU_NAME TPU_ACCELERATOR_TYPE TPU_RUNTIME_VERSION \
-  TRAIN_CONFIG TRAIN_WORKDIR
-validate_settings
+start_script "TPU_PROJECT TPU_ZONE TPU_NAME TPU_ACCELERATOR_TYPE TPU_RUNTIME_VERSION \
+  TRAIN_CONFIG TRAIN_WORKDIR" "$@"
 [[ "$INTERVAL" =~ ^[0-9]+$ ]] || die "--interval must be a number of seconds"
 [[ "$MAX_RESTARTS" =~ ^[0-9]+$ ]] || die "--max-restarts must be a number"
-set_location
 WAIT_INTERVAL=60
 
 # A fresh slice from nothing: the same steps a person runs by hand.

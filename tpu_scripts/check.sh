@@ -34,13 +34,9 @@ $COMMON_HELP
 HELP
 }
 
-parse_args "$@"
-load_env
-require TPU_PROJECT TPU_ZONE TPU_NAME
-validate_settings
+start_script "TPU_PROJECT TPU_ZONE TPU_NAME" "$@"
 [[ "$WORKER" == all || "$WORKER" =~ ^[0-9]+$ ]] || die "--worker must be a number or all, got: $WORKER"
 [[ "$LINES_N" =~ ^[0-9]+$ ]] || die "--lines must be a number, got: $LINES_N"
-set_location
 state_command
 run "${STATE_CMD[@]}"
 if [[ "$FOLLOW" == 1 ]]; then

@@ -23,9 +23,5 @@ $COMMON_HELP
 HELP
 }
 
-parse_args "$@"
-load_env
-require TPU_PROJECT TPU_ZONE TPU_NAME TPU_ACCELERATOR_TYPE TPU_RUNTIME_VERSION
-validate_settings
-set_location
+start_script "TPU_PROJECT TPU_ZONE TPU_NAME TPU_ACCELERATOR_TYPE TPU_RUNTIME_VERSION" "$@"
 tpu_create

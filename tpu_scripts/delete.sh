@@ -19,9 +19,5 @@ $COMMON_HELP
 HELP
 }
 
-parse_args "$@"
-load_env
-require TPU_PROJECT TPU_ZONE TPU_NAME
-validate_settings
-set_location
+start_script "TPU_PROJECT TPU_ZONE TPU_NAME" "$@"
 tpu_delete

@@ -35,10 +35,6 @@ $COMMON_HELP
 HELP
 }
 
-parse_args "$@"
-load_env
-require TPU_PROJECT TPU_ZONE TPU_NAME TRAIN_CONFIG TRAIN_WORKDIR
-validate_settings
-set_location
+start_script "TPU_PROJECT TPU_ZONE TPU_NAME TRAIN_CONFIG TRAIN_WORKDIR" "$@"
 [[ "$SYNC" == 0 ]] || code_sync
 remote_launch

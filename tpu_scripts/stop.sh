@@ -28,10 +28,6 @@ $COMMON_HELP
 HELP
 }
 
-parse_args "$@"
-load_env
-require TPU_PROJECT TPU_ZONE TPU_NAME
-validate_settings
+start_script "TPU_PROJECT TPU_ZONE TPU_NAME" "$@"
 [[ "${STOP_TIMEOUT:-300}" =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
-set_location
 remote_stop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from easylm_imitate.evaluation import results as results_lib
 from easylm_imitate.fileio import write_jsonl_atomic
@@ -42,6 +43,50 @@ def define_judge_flags(required: bool) -> None:
     flags.DEFINE_string("judge_journal", None, "Journal file for judge requests (a rerun resumes without re-paying).")
     flags.DEFINE_integer("judge_max_in_flight", 8, "Judge requests in flight.")
     flags.DEFINE_string("judge_prompt", None, "Judge prompt JSON (default: the shipped pairwise prompt).")
+
+
+def define_reply_flags(judge_required: bool, answers_out_help: str) -> None:
+    """Every flag of a binary that compares a model's replies with a reference model's replies
+    (eval/judge.py, eval/style.py): backend, output and judge flags, then --reference,
+    --reference_name, --answers, --answers_out and --max_new_tokens. The last five belong to
+    the calling binary, so its --help lists them."""
+    from absl import flags
+
+    caller = sys._getframe(1).f_globals["__name__"]
+    module_name = sys.argv[0] if caller == "__main__" else caller  # how absl names a binary's module
+    define_backend_flags()
+    define_output_flags()
+    define_judge_flags(required=judge_required)
+    flags.DEFINE_string("reference", None, "Prompts with the reference model's replies (JSONL).", required=True,
+                        module_name=module_name)
+    flags.DEFINE_string("reference_name", "reference", "Name of the reference model in the results.",
+                        module_name=module_name)
+    flags.DEFINE_string("answers", None, "The evaluated model's replies (JSONL); default: generate them with "
+                        "the backend.", module_name=module_name)
+    flags.DEFINE_string("answers_out", None, answers_out_help, module_name=module_name)
+    flags.DEFINE_integer("max_new_tokens", 512, "Reply length limit when generating.", module_name=module_name)
+
+
+def load_replies(flags_obj):
+    """(model reply, reference reply) pairs, the evaluated model's name and the rejected input
+    lines, from the flags of `define_reply_flags`: the model's replies are read from --answers,
+    or generated with the backend (and saved to --answers_out when set)."""
+    from easylm_imitate.evaluation import responses
+    from easylm_imitate.evaluation.backends import make_backend
+
+    reference, rejects = responses.load_responses(flags_obj.reference)
+    if flags_obj.answers:
+        answers, more = responses.load_responses(flags_obj.answers)
+        rejects += more
+        model = flags_obj.model_name or flags_obj.answers
+    else:
+        backend = make_backend(flags_obj)
+        answers = responses.generate_responses(backend, list(reference.values()),
+                                               max_new_tokens=flags_obj.max_new_tokens)
+        model = backend.name
+        if flags_obj.answers_out:
+            responses.write_responses(flags_obj.answers_out, answers)
+    return responses.paired(answers, reference), model, rejects
 
 
 def make_judge_client(flags_obj):

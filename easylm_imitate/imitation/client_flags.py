@@ -1,10 +1,13 @@
-"""absl flags shared by the binaries that query a target model, and the ChatClient they describe."""
+"""absl flags shared by the binaries that query a target model, the ChatClient they describe,
+and how such a binary runs and reports."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
+from collections.abc import Callable, Iterable
 
 from easylm_imitate.imitation.client import ChatClient, api_key_from_env
 
@@ -56,3 +59,30 @@ def resumable(journal_hint: str):
         print(f"interrupted: finished requests are kept in {journal_hint}; rerun the same command to resume",
               file=sys.stderr)
         sys.exit(130)
+
+
+def query_target(flags_obj, work: Callable[[ChatClient], dict]) -> dict:
+    """`work(client)` with the flags' ChatClient, whose journal defaults to --out + '.journal';
+    Ctrl-C exits 130 (see `resumable`). Returns what `work` returns."""
+    journal = journal_path(flags_obj, flags_obj.out)
+    with resumable(journal), client_from_flags(flags_obj, flags_obj.out) as client:
+        return work(client)
+
+
+def report_and_exit(report: dict, keys: Iterable[str], failure: str | None = None) -> None:
+    """Print the `keys` of `report` as one JSON line; then exit 1 with `failure` when it is set."""
+    print(json.dumps({k: report[k] for k in keys}))
+    if failure:
+        sys.exit(failure)
+
+
+def console_entry(define_flags: Callable[[], None], main: Callable) -> Callable[[], None]:
+    """The console entry point of a binary: define its flags, then `absl.app.run(main)`."""
+    from absl import app
+
+    def run() -> None:
+        """Console entry point."""
+        define_flags()
+        app.run(main)
+
+    return run

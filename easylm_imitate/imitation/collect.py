@@ -11,9 +11,6 @@ exits 1 when some prompts still failed after all retries (rerun to retry them).
 
 from __future__ import annotations
 
-import json
-import sys
-
 from absl import app, flags, logging
 
 from easylm_imitate.imitation import client_flags
@@ -42,20 +39,18 @@ def main(argv) -> None:
     f = flags.FLAGS
     config = CollectConfig(samples_per_prompt=f.samples_per_prompt, sample_with=f.sample_with,
                            temperature=f.temperature, top_p=f.top_p, max_tokens=f.max_tokens, source=f.source)
-    with client_flags.resumable(client_flags.journal_path(f, f.out)), client_flags.client_from_flags(f, f.out) as client:
-        report = collect_to_file(client, f.prompts, f.out, config, rejects_path=f.rejects)
+    report = client_flags.query_target(
+        f, lambda client: collect_to_file(client, f.prompts, f.out, config, rejects_path=f.rejects))
     logging.info("wrote %d records to %s", report["records"], f.out)
-    print(json.dumps({k: report[k] for k in ("prompts", "records", "rejected_lines", "failed_samples", "empty_replies")}))
-    if report["failed_samples"]:
-        sys.exit(f"{report['failed_samples']} prompt sample(s) failed after all retries "
-                 f"(see {f.out}.report.json); rerun the same command to retry them")
+    failed = report["failed_samples"]
+    client_flags.report_and_exit(
+        report, ("prompts", "records", "rejected_lines", "failed_samples", "empty_replies"),
+        f"{failed} prompt sample(s) failed after all retries (see {f.out}.report.json); "
+        "rerun the same command to retry them" if failed else None)
 
 
-def run() -> None:
-    """Console entry point (easylm-collect)."""
-    _define_flags()
-    app.run(main)
-
+# Console entry point (easylm-collect).
+run = client_flags.console_entry(_define_flags, main)
 
 if __name__ == "__main__":
     run()

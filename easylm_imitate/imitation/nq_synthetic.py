@@ -10,9 +10,6 @@ OUT.report.json; exits 1 when --max_calls ran out before --num_examples.
 
 from __future__ import annotations
 
-import json
-import sys
-
 from absl import app, flags, logging
 
 from easylm_imitate.imitation import client_flags
@@ -43,21 +40,19 @@ def main(argv) -> None:
     config = NQSyntheticConfig(num_examples=f.num_examples, seed=f.seed, pairs_per_call=f.pairs_per_call,
                                temperature=f.temperature, max_tokens=f.max_tokens,
                                max_answer_words=f.max_answer_words, max_calls=f.max_calls)
-    with client_flags.resumable(client_flags.journal_path(f, f.out)), client_flags.client_from_flags(f, f.out) as client:
-        report = generate_to_file(client, f.out, config, seeds_path=f.seeds, exclude_path=f.exclude_questions,
-                                  progress=f.progress)
+    report = client_flags.query_target(
+        f, lambda client: generate_to_file(client, f.out, config, seeds_path=f.seeds,
+                                           exclude_path=f.exclude_questions, progress=f.progress))
     logging.info("wrote %d examples to %s (report: %s.report.json)", report["examples"], f.out, f.out)
-    print(json.dumps({k: report[k] for k in ("examples", "short", "calls", "failed_calls", "malformed", "dropped")}))
-    if report["short"]:
-        sys.exit(f"{report['short']} examples short after {report['calls']} calls "
-                 f"({report['failed_calls']} failed); raise --max_calls or rerun to retry failed calls")
+    short = report["short"]
+    client_flags.report_and_exit(
+        report, ("examples", "short", "calls", "failed_calls", "malformed", "dropped"),
+        f"{short} examples short after {report['calls']} calls ({report['failed_calls']} failed); "
+        "raise --max_calls or rerun to retry failed calls" if short else None)
 
 
-def run() -> None:
-    """Console entry point (easylm-nq-synthetic)."""
-    _define_flags()
-    app.run(main)
-
+# Console entry point (easylm-nq-synthetic).
+run = client_flags.console_entry(_define_flags, main)
 
 if __name__ == "__main__":
     run()

@@ -36,7 +36,8 @@ def is_run_dir(path: str) -> bool:
 def manager(workdir: str, save_every_steps: int = 1, keep: int | None = None,
             read_only: bool = False) -> ocp.CheckpointManager:
     """The run's CheckpointManager (async saves, keep-last-`keep`)."""
-    options = ocp.CheckpointManagerOptions(save_interval_steps=max(save_every_steps, 1), max_to_keep=keep,
+    interval = 0 if read_only else max(save_every_steps, 1)
+    options = ocp.CheckpointManagerOptions(save_interval_steps=interval, max_to_keep=keep,
                                            enable_async_checkpointing=not read_only, read_only=read_only,
                                            create=not read_only)
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)

@@ -194,6 +194,8 @@ def train(config, workdir: str, log=print) -> TrainResult:
         logger.write(step, scalars)
         log(f"step {step}: eval loss {scalars['eval_loss']:.4f}, accuracy {scalars['eval_accuracy']:.3f}")
 
+    if start == 0:
+        evaluate(0)  # the starting point, so the eval curve shows what training bought
     stop = _StopFlag()
     stop.install()
     interrupted = False

@@ -28,6 +28,21 @@ validate_settings() {
     die "REMOTE_DIR may hold only letters, digits and _ . / -, got: $REMOTE_DIR"
 }
 
+# The start every script shares, once its `usage` and options are defined: parse the
+# arguments, load the env file, require the settings named in $1 (space-separated), fill
+# in and check the settings, and set the location flags.
+#   start_script "TPU_PROJECT TPU_ZONE TPU_NAME" "$@"
+start_script() {
+  local needs="$1"
+  shift
+  parse_args "$@"
+  load_env
+  split_words "$needs"
+  require ${WORDS[@]+"${WORDS[@]}"}
+  validate_settings
+  set_location
+}
+
 is_queued() { [[ "${TPU_QUEUED:-false}" == true ]]; }
 
 # The flags that place every command: LOC=(--zone=... --project=...).
