@@ -106,14 +106,15 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--remat", default="none")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="our compute dtype")
     args = p.parse_args()
-    cfg = get_preset(args.preset, remat=args.remat)
+    cfg = get_preset(args.preset, remat=args.remat, dtype=args.dtype)
     tokens = args.batch * args.seq
     flops = cfg.flops_per_token(args.seq) * tokens
     peak_j, peak_t = matmul_peak_jax(), matmul_peak_torch()
     t_ours = ours(cfg, args.batch, args.seq, args.steps)
     t_peer = peer(cfg, args.batch, args.seq, args.steps)
-    print(f"{args.preset} batch {args.batch}x{args.seq}, float32 AdamW, remat={args.remat}, "
+    print(f"{args.preset} batch {args.batch}x{args.seq}, AdamW, our compute {args.dtype}, remat={args.remat}, "
           f"{cfg.flops_per_token(args.seq) / 1e6:.0f} MFLOP/token")
     print(f"measured float32 matmul peak: XLA {peak_j / 1e9:.0f} GFLOP/s, torch {peak_t / 1e9:.0f} GFLOP/s")
     for name, t, peak in (("ours (JAX)", t_ours, peak_j), ("PyTorch+transformers", t_peer, peak_t)):
