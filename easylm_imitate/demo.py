@@ -52,7 +52,11 @@ def show_loss(workdir: str, window: int = 5) -> None:
 
 def reply(workdir: str, question: str) -> str:
     """The tuned model's greedy reply to one user message."""
+    from absl import logging
+
     from easylm_imitate.evaluation.checkpoint_backend import CheckpointBackend
+
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that a finished run is opened read-only
 
     backend = CheckpointBackend(workdir)
     return backend.chat([[{"role": "user", "content": question}]], max_new_tokens=96)[0][0]
