@@ -1,5 +1,9 @@
 """Allows `python -m easylm_imitate.train`."""
 
-from easylm_imitate.train.main import run
+from absl import flags
 
-run()
+from easylm_imitate.train import main as _main
+
+flags.adopt_module_key_flags(_main)  # so `--help` lists the trainer's flags
+
+_main.run()
