@@ -13,4 +13,4 @@ from imitation_common import imitation_config  # noqa: E402
 
 def get_config():
     """GPT-2 XL (1.5B) on ShareGPT-Mix or NQ-synthetic (set data.train_file)."""
-    return imitation_config("gpt2-xl", "dp:1,fsdp:-1,tp:1", "save_dots_no_batch")
+    return imitation_config("gpt2-xl", "dp:1,fsdp:-1,tp:1", "full")

@@ -1,4 +1,4 @@
-"""Settings the paper's imitation fine-tunes share (PROTOCOL.md, "Training").
+"""Settings the paper's imitation fine-tunes share (Gudibande et al. 2023, section on training).
 
 One epoch over 2048-token blocks of conversations with loss only on the target's replies;
 the paper's optimizer ("AdamW with gradients re-scaled by the magnitude of each weight",

@@ -26,7 +26,7 @@ SOURCE = "nq_synthetic"
 
 @dataclasses.dataclass
 class NQSyntheticConfig:
-    """Settings of one NQ-synthetic run (defaults follow PROTOCOL.md; the rest are documented choices)."""
+    """Settings of one NQ-synthetic run (defaults follow the paper; the rest are documented choices)."""
 
     num_examples: int = 6000
     seed: int = 0

@@ -1,4 +1,4 @@
-r"""Build the NQ-synthetic imitation set by querying a target model (PROTOCOL.md, "NQ-synthetic").
+r"""Build the NQ-synthetic imitation set by querying a target model (the paper's NQ-synthetic procedure).
 
   python -m easylm_imitate.imitation.nq_synthetic --base_url=https://api.openai.com/v1 \
       --model=gpt-3.5-turbo --out=data/nq_synthetic.jsonl --exclude_questions=data/nq_eval.jsonl
