@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from flax import nnx
 from jax.sharding import Mesh
 
+from easylm_imitate.inference.runtime import ModelRuntime
 from easylm_imitate.inference.sampler import Sampler
 from easylm_imitate.inference.sampling import SamplingParams
 from easylm_imitate.inference.scoring import Scorer, SequenceScores
@@ -56,8 +57,9 @@ class Engine:
         self.cfg = model.cfg
         self.tokenizer = tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.sampler = Sampler(model, mesh, chunk=chunk, pad_id=pad)
-        self.scorer = Scorer(model, mesh, max_batch_tokens=max_batch_tokens)
+        runtime = ModelRuntime(model, mesh)  # one copy of the weights for both
+        self.sampler = Sampler(runtime, chunk=chunk, pad_id=pad)
+        self.scorer = Scorer(runtime, max_batch_tokens=max_batch_tokens)
         self.eos_ids = self._eos_ids()
 
     @property

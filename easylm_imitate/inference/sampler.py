@@ -65,9 +65,9 @@ class Sampler:
     a progress callback is given; without them the whole generation is one device call.
     """
 
-    def __init__(self, model: nnx.Module, mesh: Mesh | None = None, *, chunk: int = 32,
+    def __init__(self, model: nnx.Module | ModelRuntime, mesh: Mesh | None = None, *, chunk: int = 32,
                  min_prompt_bucket: int = 16, min_new_bucket: int = 16, pad_id: int = 0):
-        self.runtime = ModelRuntime(model, mesh)
+        self.runtime = ModelRuntime.of(model, mesh)
         self.cfg = model.cfg
         self.chunk = chunk
         self.min_prompt_bucket = min_prompt_bucket
@@ -100,7 +100,7 @@ class Sampler:
         cols = jnp.arange(width, dtype=jnp.int32)[None, :]
         positions = jnp.maximum(cols - pad[:, None], 0)
         segments = (cols >= pad[:, None]).astype(jnp.int32)
-        cache = KVCache.create(self.cfg, batch, width + new_len)
+        cache = KVCache.create(self.cfg, batch, width + new_len, per_layer=self.runtime.per_layer)
         logits, cache = self.runtime.model(params)(prompt, positions, segments, cache)
         state = DecodeState(
             cache=cache, tokens=jnp.full((batch, new_len), self.pad_id, jnp.int32),

@@ -38,9 +38,9 @@ class Scorer:
     at most `max_batch_tokens` padded tokens, so the [batch, length, vocab] logits stay bounded.
     """
 
-    def __init__(self, model: nnx.Module, mesh: Mesh | None = None, *, max_batch_tokens: int = 4096,
-                 min_length_bucket: int = 16):
-        self.runtime = ModelRuntime(model, mesh)
+    def __init__(self, model: nnx.Module | ModelRuntime, mesh: Mesh | None = None, *,
+                 max_batch_tokens: int = 4096, min_length_bucket: int = 16):
+        self.runtime = ModelRuntime.of(model, mesh)
         self.max_batch_tokens = max_batch_tokens
         self.min_length_bucket = min_length_bucket
         self.traces = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections.abc import Sequence
 
 import flax.struct
 import jax
@@ -64,8 +65,10 @@ def new_param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ..
 class KVCache:
     """Stacked key/value buffers for decoding.
 
-    k, v: [layers, batch, slots, kv_heads, head_dim]; segments: [batch, slots] (0 = empty or
-    padding); index: the next slot to write (shared by the batch; prompts are left-padded).
+    k, v: [layers, batch, slots, kv_heads, head_dim] (stacked, for the scanned layers) or a
+    tuple of one [batch, slots, kv_heads, head_dim] buffer per layer (for `layer_params`);
+    segments: [batch, slots] (0 = empty or padding); index: the next slot to write (shared by
+    the batch; prompts are left-padded).
     """
 
     k: jax.Array
@@ -74,31 +77,48 @@ class KVCache:
     index: jax.Array
 
     @classmethod
-    def create(cls, cfg: ModelConfig, batch: int, slots: int, dtype=None) -> "KVCache":
-        """An empty cache for `batch` rows of `slots` tokens."""
+    def create(cls, cfg: ModelConfig, batch: int, slots: int, dtype=None, per_layer: bool = False) -> "KVCache":
+        """An empty cache for `batch` rows of `slots` tokens (one buffer per layer if
+        `per_layer`, else stacked)."""
         dtype = dtype or layers.compute_dtype(cfg.dtype)
-        shape = (cfg.num_layers, batch, slots, cfg.kv_heads, cfg.dim_per_head)
-        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-                   segments=jnp.zeros((batch, slots), jnp.int32), index=jnp.zeros((), jnp.int32))
+        shape = (batch, slots, cfg.kv_heads, cfg.dim_per_head)
+        if per_layer:
+            k = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+            v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+        else:
+            k = v = jnp.zeros((cfg.num_layers, *shape), dtype)
+        return cls(k=k, v=v, segments=jnp.zeros((batch, slots), jnp.int32), index=jnp.zeros((), jnp.int32))
+
+    @property
+    def per_layer(self) -> bool:
+        """Whether k/v hold one buffer per layer (else one stacked buffer)."""
+        return isinstance(self.k, tuple)
 
 
 def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
     """Attention of new q/k/v [B,T,H(kv),D].
 
-    `layer_cache` is None (no cache) or `(k_stack, v_stack, layer)`: the whole stacked cache
-    and this layer's index. Only the new tokens are written into the stack, in place, at
-    (layer, :, index); the layer's slice is then read for attention. Returns the output and
-    the updated `(k_stack, v_stack)`.
+    `layer_cache` is None (no cache) or `(k_buf, v_buf, layer)`: either the whole stacked
+    cache and this layer's index, or (layer None) this layer's own buffers. Only the new
+    tokens are written, in place, at slot `index` (of stack entry `layer`); the layer's
+    keys/values are then read for attention. Returns the output and the updated
+    `(k_buf, v_buf)`.
     """
     if layer_cache is None:
         return layers.attention(q, k, v, mask, cfg.attention), None
-    k_stack, v_stack, layer = layer_cache
-    start = (layer, 0, index, 0, 0)
-    k_stack = jax.lax.dynamic_update_slice(k_stack, k.astype(k_stack.dtype)[None], start)
-    v_stack = jax.lax.dynamic_update_slice(v_stack, v.astype(v_stack.dtype)[None], start)
-    k_all = jax.lax.dynamic_index_in_dim(k_stack, layer, 0, keepdims=False).astype(q.dtype)
-    v_all = jax.lax.dynamic_index_in_dim(v_stack, layer, 0, keepdims=False).astype(q.dtype)
-    return layers.attention(q, k_all, v_all, mask, cfg.attention), (k_stack, v_stack)
+    k_buf, v_buf, layer = layer_cache
+    if layer is None:
+        start = (0, index, 0, 0)
+        k_buf = jax.lax.dynamic_update_slice(k_buf, k.astype(k_buf.dtype), start)
+        v_buf = jax.lax.dynamic_update_slice(v_buf, v.astype(v_buf.dtype), start)
+        k_all, v_all = k_buf.astype(q.dtype), v_buf.astype(q.dtype)
+    else:
+        start = (layer, 0, index, 0, 0)
+        k_buf = jax.lax.dynamic_update_slice(k_buf, k.astype(k_buf.dtype)[None], start)
+        v_buf = jax.lax.dynamic_update_slice(v_buf, v.astype(v_buf.dtype)[None], start)
+        k_all = jax.lax.dynamic_index_in_dim(k_buf, layer, 0, keepdims=False).astype(q.dtype)
+        v_all = jax.lax.dynamic_index_in_dim(v_buf, layer, 0, keepdims=False).astype(q.dtype)
+    return layers.attention(q, k_all, v_all, mask, cfg.attention), (k_buf, v_buf)
 
 
 class Blocks(nnx.Module):
@@ -138,12 +158,18 @@ class DecoderLM(nnx.Module):
         raise NotImplementedError
 
     def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
-                 segment_ids: jax.Array | None = None, cache: KVCache | None = None):
+                 segment_ids: jax.Array | None = None, cache: KVCache | None = None,
+                 layer_params: Sequence[dict] | None = None):
         """Logits [B, T, V] (float32) for token ids [B, T].
 
         `segment_ids` (0 = padding) keep packed examples from attending to each other;
         `positions` restart at 0 in each segment. With `cache`, the tokens are written at
         `cache.index` and `(logits, new_cache)` is returned.
+
+        `layer_params` (one dict of arrays per layer, in place of the stacked block
+        parameters) runs the layers as an unrolled loop over separate buffers, with a
+        per-layer cache. Decoding on CPU wants this: a scan slices (copies) every layer's
+        weights out of the stack at each step.
         """
         cfg = self.cfg
         dtype = layers.compute_dtype(cfg.dtype)
@@ -162,7 +188,6 @@ class DecoderLM(nnx.Module):
         mask = layers.attention_mask(q_slots, kv_slots, segment_ids, kv_segments)
         x = self.embed(tokens, positions, dtype)
         context = self.block_context(positions)
-        params = self.blocks.stacked(dtype)
         axes = self.blocks.layer_axes()
         activation_axes = ("batch", None, None)
 
@@ -170,9 +195,15 @@ class DecoderLM(nnx.Module):
             p = {k: _constrain(v, axes[k]) for k, v in p.items()}
             return self.block(p, _constrain(x, activation_axes), context, mask, layer_cache, index)
 
-        if cache is None:
+        if layer_params is not None:
+            x, k_stack, v_stack = self._unrolled(block, x, layer_params, cache, dtype)
+        elif cache is None:
+            params = self.blocks.stacked(dtype)
             x, _ = layers.scan_layers(lambda x, p: (block(p, x, None)[0], None), x, params, cfg.remat)
         else:
+            if cache.per_layer:
+                raise ValueError("a per-layer KV cache needs layer_params")
+            params = self.blocks.stacked(dtype)
             # The stacked cache rides in the carry so each step updates it in place.
             def body(carry, xs):
                 x, k_stack, v_stack = carry
@@ -186,3 +217,19 @@ class DecoderLM(nnx.Module):
         if cache is None:
             return logits
         return logits, KVCache(k=k_stack, v=v_stack, segments=kv_segments, index=index + t)
+
+    def _unrolled(self, block, x, layer_params, cache, dtype):
+        """Run the blocks as a Python loop over per-layer parameters (and cache buffers)."""
+        if len(layer_params) != self.cfg.num_layers:
+            raise ValueError(f"layer_params has {len(layer_params)} layers, the model {self.cfg.num_layers}")
+        if cache is not None and not cache.per_layer:
+            raise ValueError("layer_params needs a per-layer KV cache (KVCache.create(per_layer=True))")
+        k_bufs, v_bufs = [], []
+        for i, p in enumerate(layer_params):
+            p = {name: value.astype(dtype) for name, value in p.items()}
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i], None)
+            x, new_cache = block(p, x, layer_cache)
+            if new_cache is not None:
+                k_bufs.append(new_cache[0])
+                v_bufs.append(new_cache[1])
+        return x, tuple(k_bufs), tuple(v_bufs)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from easylm_imitate import parallel
+from easylm_imitate.inference.runtime import ModelRuntime
 from easylm_imitate.inference.sampler import Sampler
 from easylm_imitate.inference.sampling import SamplingParams
 from easylm_imitate.models import build_model, get_preset
@@ -91,6 +92,30 @@ def test_sharded_generation_equals_single_device(model, sampler):
     sharded = parallel.shard_model(build_model(get_preset("tiny-llama"), seed=0), mesh, "fsdp_tp")
     want = sampler.generate(PROMPTS, SamplingParams(max_new_tokens=8))
     got = Sampler(sharded, mesh).generate(PROMPTS, SamplingParams(max_new_tokens=8))
+    assert [g.tokens for g in got] == [g.tokens for g in want]
+
+
+def test_stacked_and_per_layer_weights_generate_the_same(model, sampler):
+    assert sampler.runtime.per_layer  # the CPU default: one buffer per layer, layers unrolled
+    stacked = Sampler(ModelRuntime(model, per_layer=False))
+    params = SamplingParams(max_new_tokens=10, temperature=0.8, top_k=20, seed=3)
+    got = sampler.generate(PROMPTS, params)
+    want = stacked.generate(PROMPTS, params)
+    assert [g.tokens for g in got] == [g.tokens for g in want]
+
+
+def test_per_layer_buffers_keep_their_mesh_sharding():
+    mesh = parallel.make_mesh("dp:2,fsdp:2,tp:2")
+    sharded = parallel.shard_model(build_model(get_preset("tiny-llama"), seed=0), mesh, "fsdp_tp")
+    runtime = ModelRuntime(sharded, mesh)
+    layers = runtime.params[1]
+    assert len(layers) == sharded.cfg.num_layers
+    stacked_spec = tuple(sharded.blocks.w_gate[...].sharding.spec)
+    assert tuple(layers[1]["w_gate"].sharding.spec) == stacked_spec[1:]
+    np.testing.assert_array_equal(np.asarray(layers[1]["w_gate"]), np.asarray(sharded.blocks.w_gate[...][1]))
+    stacked = Sampler(ModelRuntime(sharded, mesh, per_layer=False))
+    want = stacked.generate(PROMPTS, SamplingParams(max_new_tokens=6))
+    got = Sampler(runtime).generate(PROMPTS, SamplingParams(max_new_tokens=6))
     assert [g.tokens for g in got] == [g.tokens for g in want]
 
 
