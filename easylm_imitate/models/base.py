@@ -105,7 +105,7 @@ def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
     `(k_buf, v_buf)`.
     """
     if layer_cache is None:
-        return layers.attention(q, k, v, mask, cfg.attention), None
+        return layers.causal_self_attention(q, k, v, mask, cfg.attention), None
     k_buf, v_buf, layer = layer_cache
     if layer is None:
         start = (0, index, 0, 0)

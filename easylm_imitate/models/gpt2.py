@@ -55,17 +55,17 @@ class GPT2(DecoderLM):
         """Pre-LayerNorm attention then pre-LayerNorm GELU MLP, each with a residual."""
         cfg, dtype = self.cfg, x.dtype
         h = layers.layer_norm(x, p["ln1_scale"], p["ln1_bias"], cfg.norm_eps).astype(dtype)
-        q = jnp.einsum("btd,dhk->bthk", h, p["wq"]) + p["bq"]
-        k = jnp.einsum("btd,dhk->bthk", h, p["wk"]) + p["bk"]
-        v = jnp.einsum("btd,dhk->bthk", h, p["wv"]) + p["bv"]
+        q = layers.dense(h, p["wq"]) + p["bq"]
+        k = layers.dense(h, p["wk"]) + p["bk"]
+        v = layers.dense(h, p["wv"]) + p["bv"]
         attn, new_cache = cached_attention(cfg, q, k, v, mask, layer_cache, index)
-        x = x + jnp.einsum("bthk,hkd->btd", attn, p["wo"]) + p["bo"]
+        x = x + layers.dense(attn, p["wo"], in_dims=2) + p["bo"]
         h = layers.layer_norm(x, p["ln2_scale"], p["ln2_bias"], cfg.norm_eps).astype(dtype)
-        h = jax.nn.gelu(jnp.einsum("btd,df->btf", h, p["w_fc"]) + p["b_fc"], approximate=True)
-        x = x + jnp.einsum("btf,fd->btd", h, p["w_proj"]) + p["b_proj"]
+        h = jax.nn.gelu(layers.dense(h, p["w_fc"]) + p["b_fc"], approximate=True)
+        x = x + layers.dense(h, p["w_proj"]) + p["b_proj"]
         return x, new_cache
 
     def head(self, x, dtype):
         """Final LayerNorm and the tied output projection, float32 logits."""
         h = layers.layer_norm(x, self.lnf_scale[...], self.lnf_bias[...], self.cfg.norm_eps).astype(dtype)
-        return jnp.einsum("btd,vd->btv", h, self.wte[...].astype(dtype), preferred_element_type=jnp.float32)
+        return layers.dense(h, self.wte[...].astype(dtype).T, preferred_element_type=jnp.float32)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 NEG_INF = -1e30
+# Query chunk of `causal_self_attention` (128 measured best for 512 tokens on CPU).
+CAUSAL_CHUNK = 128
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
@@ -21,6 +25,21 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
     return (x - mean) * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+
+
+def dense(x: jax.Array, w: jax.Array, in_dims: int = 1, preferred_element_type=None) -> jax.Array:
+    """x [..., *w.shape[:in_dims]] @ w -> [..., *w.shape[in_dims:]], as one 2-D matmul.
+
+    The leading (batch, sequence) dimensions are flattened into one token axis first: with
+    two contracting dimensions in the weight gradient, XLA:CPU transposes the activation
+    gradients into a copy before the matmul (measured: ~10% of a SmolLM2 training step).
+    """
+    lead, k_shape = x.shape[:x.ndim - in_dims], w.shape[:in_dims]
+    if tuple(x.shape[x.ndim - in_dims:]) != tuple(k_shape):
+        raise ValueError(f"dense: input {x.shape} does not end in the weight's input dims {k_shape}")
+    k = math.prod(k_shape)
+    out = jnp.dot(x.reshape(-1, k), w.reshape(k, -1), preferred_element_type=preferred_element_type)
+    return out.reshape(*lead, *w.shape[in_dims:])
 
 
 def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -71,6 +90,23 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: s
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bgrqk,bkgd->bqgrd", weights, v)
     return out.reshape(b, tq, h, d)
+
+
+def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str,
+                          chunk: int = CAUSAL_CHUNK) -> jax.Array:
+    """`attention` for self-attention over one sequence buffer (no cache: query i is slot i),
+    with the causal structure exploited: queries go in chunks of `chunk`, and each chunk only
+    computes scores against the keys up to its own end. That skips the all-masked upper
+    blocks (close to half the score and value FLOPs at long lengths) and keeps the score
+    tensors small. `mask` must be causal over slots, as `attention_mask` makes it. Other
+    implementations, and lengths not a multiple of `chunk` above it, use `attention` whole.
+    """
+    t = q.shape[1]
+    if impl != "xla" or t <= chunk or t % chunk:
+        return attention(q, k, v, mask, impl)
+    outs = [attention(q[:, s:s + chunk], k[:, :s + chunk], v[:, :s + chunk], mask[:, :, s:s + chunk, :s + chunk], impl)
+            for s in range(0, t, chunk)]
+    return jnp.concatenate(outs, axis=1)
 
 
 def remat_policy(name: str):

@@ -54,21 +54,20 @@ class Llama(DecoderLM):
         cfg, dtype = self.cfg, x.dtype
         cos, sin = context
         h = layers.rms_norm(x, p["attn_norm"], cfg.norm_eps).astype(dtype)
-        q = layers.apply_rope(jnp.einsum("btd,dhk->bthk", h, p["wq"]), cos, sin)
-        k = layers.apply_rope(jnp.einsum("btd,dhk->bthk", h, p["wk"]), cos, sin)
-        v = jnp.einsum("btd,dhk->bthk", h, p["wv"])
+        q = layers.apply_rope(layers.dense(h, p["wq"]), cos, sin)
+        k = layers.apply_rope(layers.dense(h, p["wk"]), cos, sin)
+        v = layers.dense(h, p["wv"])
         attn, new_cache = cached_attention(cfg, q, k, v, mask, layer_cache, index)
-        x = x + jnp.einsum("bthk,hkd->btd", attn, p["wo"])
+        x = x + layers.dense(attn, p["wo"], in_dims=2)
         h = layers.rms_norm(x, p["mlp_norm"], cfg.norm_eps).astype(dtype)
-        gate = jnp.einsum("btd,df->btf", h, p["w_gate"])
-        up = jnp.einsum("btd,df->btf", h, p["w_up"])
-        x = x + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, p["w_down"])
+        gate = layers.dense(h, p["w_gate"])
+        up = layers.dense(h, p["w_up"])
+        x = x + layers.dense(jax.nn.silu(gate) * up, p["w_down"])
         return x, new_cache
 
     def head(self, x, dtype):
         """Final RMSNorm and the (possibly tied) output projection, float32 logits."""
         h = layers.rms_norm(x, self.final_norm[...], self.cfg.norm_eps).astype(dtype)
         if self.cfg.tie_embeddings:
-            return jnp.einsum("btd,vd->btv", h, self.embed_tokens[...].astype(dtype),
-                              preferred_element_type=jnp.float32)
-        return jnp.einsum("btd,dv->btv", h, self.lm_head[...].astype(dtype), preferred_element_type=jnp.float32)
+            return layers.dense(h, self.embed_tokens[...].astype(dtype).T, preferred_element_type=jnp.float32)
+        return layers.dense(h, self.lm_head[...].astype(dtype), preferred_element_type=jnp.float32)
