@@ -65,8 +65,9 @@ def new_param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ..
 class KVCache:
     """Stacked key/value buffers for decoding.
 
-    k, v: [layers, batch, slots, kv_heads, head_dim] (stacked, for the scanned layers) or a
-    tuple of one [batch, slots, kv_heads, head_dim] buffer per layer (for `layer_params`);
+    k, v: [layers, batch, kv_heads, slots, head_dim] (stacked, for the scanned layers) or a
+    tuple of one [batch, kv_heads, slots, head_dim] buffer per layer (for `layer_params`);
+    head-major, so attention reads them without a transpose;
     segments: [batch, slots] (0 = empty or padding); index: the next slot to write (shared by
     the batch; prompts are left-padded).
     """
@@ -81,7 +82,7 @@ class KVCache:
         """An empty cache for `batch` rows of `slots` tokens (one buffer per layer if
         `per_layer`, else stacked)."""
         dtype = dtype or layers.compute_dtype(cfg.dtype)
-        shape = (batch, slots, cfg.kv_heads, cfg.dim_per_head)
+        shape = (batch, cfg.kv_heads, slots, cfg.dim_per_head)
         if per_layer:
             k = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
             v = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
@@ -107,18 +108,19 @@ def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
     if layer_cache is None:
         return layers.causal_self_attention(q, k, v, mask, cfg.attention), None
     k_buf, v_buf, layer = layer_cache
+    k_new = k.transpose(0, 2, 1, 3).astype(k_buf.dtype)  # [B, Hkv, T, D]
+    v_new = v.transpose(0, 2, 1, 3).astype(v_buf.dtype)
     if layer is None:
-        start = (0, index, 0, 0)
-        k_buf = jax.lax.dynamic_update_slice(k_buf, k.astype(k_buf.dtype), start)
-        v_buf = jax.lax.dynamic_update_slice(v_buf, v.astype(v_buf.dtype), start)
-        k_all, v_all = k_buf.astype(q.dtype), v_buf.astype(q.dtype)
+        k_buf = jax.lax.dynamic_update_slice(k_buf, k_new, (0, 0, index, 0))
+        v_buf = jax.lax.dynamic_update_slice(v_buf, v_new, (0, 0, index, 0))
+        k_all, v_all = k_buf, v_buf
     else:
-        start = (layer, 0, index, 0, 0)
-        k_buf = jax.lax.dynamic_update_slice(k_buf, k.astype(k_buf.dtype)[None], start)
-        v_buf = jax.lax.dynamic_update_slice(v_buf, v.astype(v_buf.dtype)[None], start)
-        k_all = jax.lax.dynamic_index_in_dim(k_buf, layer, 0, keepdims=False).astype(q.dtype)
-        v_all = jax.lax.dynamic_index_in_dim(v_buf, layer, 0, keepdims=False).astype(q.dtype)
-    return layers.attention(q, k_all, v_all, mask, cfg.attention), (k_buf, v_buf)
+        k_buf = jax.lax.dynamic_update_slice(k_buf, k_new[None], (layer, 0, 0, index, 0))
+        v_buf = jax.lax.dynamic_update_slice(v_buf, v_new[None], (layer, 0, 0, index, 0))
+        k_all = jax.lax.dynamic_index_in_dim(k_buf, layer, 0, keepdims=False)
+        v_all = jax.lax.dynamic_index_in_dim(v_buf, layer, 0, keepdims=False)
+    out = layers.cached_kv_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask, cfg.attention)
+    return out, (k_buf, v_buf)
 
 
 class Blocks(nnx.Module):

@@ -75,21 +75,50 @@ def attention_mask(q_slots: jax.Array, kv_slots: jax.Array, q_segments: jax.Arra
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str) -> jax.Array:
     """Grouped-query attention. q [B,Tq,H,D], k/v [B,Tk,Hkv,D], mask [B,1,Tq,Tk] -> [B,Tq,H,D].
 
-    `impl` is 'xla' (explicit einsum reference with a float32 softmax) or 'dot_product' /
-    'cudnn' (`jax.nn.dot_product_attention`, which picks cuDNN flash attention on GPU).
+    `impl` is 'xla' (explicit einsums with a float32 softmax) or 'dot_product' / 'cudnn'
+    (`jax.nn.dot_product_attention`, which picks cuDNN flash attention on GPU).
     """
-    scale = q.shape[-1] ** -0.5
     if impl in ("dot_product", "cudnn"):
         implementation = "cudnn" if impl == "cudnn" else None
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation=implementation)
-    b, tq, h, d = q.shape
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=q.shape[-1] ** -0.5,
+                                            implementation=implementation)
+    qh, kh, vh = _to_head_major(q, k, v)
+    return _from_head_major(_head_major_attention(qh, kh, vh, mask))
+
+
+def cached_kv_attention(q: jax.Array, kh: jax.Array, vh: jax.Array, mask: jax.Array, impl: str) -> jax.Array:
+    """`attention` with keys/values already head-major, as a KV cache stores them:
+    q [B,Tq,H,D], kh/vh [B,Hkv,Tk,D] -> [B,Tq,H,D]."""
+    if impl != "xla":
+        return attention(q, kh.transpose(0, 2, 1, 3), vh.transpose(0, 2, 1, 3), mask, impl)
+    b, t, h, d = q.shape
+    hkv = kh.shape[1]
+    qh = q.reshape(b, t, hkv, h // hkv, d).transpose(0, 2, 3, 1, 4)
+    return _from_head_major(_head_major_attention(qh, kh, vh, mask))
+
+
+def _to_head_major(q, k, v):
+    """q [B,T,H,D] -> [B,Hkv,H/Hkv,T,D]; k, v [B,T,Hkv,D] -> [B,Hkv,T,D] (batched-matmul
+    friendly: the score and value products then need no per-call transposes)."""
+    b, t, h, d = q.shape
     hkv = k.shape[2]
-    q = q.reshape(b, tq, hkv, h // hkv, d)
-    logits = jnp.einsum("bqgrd,bkgd->bgrqk", q, k, preferred_element_type=jnp.float32) * scale
-    logits = jnp.where(mask[:, :, None, :, :], logits, NEG_INF)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bgrqk,bkgd->bqgrd", weights, v)
-    return out.reshape(b, tq, h, d)
+    qh = q.reshape(b, t, hkv, h // hkv, d).transpose(0, 2, 3, 1, 4)
+    return qh, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+
+
+def _from_head_major(out):
+    """[B,Hkv,R,T,D] -> [B,T,Hkv*R,D]."""
+    b, hkv, r, t, d = out.shape
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, hkv * r, d)
+
+
+def _head_major_attention(qh, kh, vh, mask):
+    """Softmax attention on head-major inputs; mask [B,1,Tq,Tk]; float32 scores."""
+    scale = qh.shape[-1] ** -0.5
+    logits = jnp.einsum("bgrqd,bgkd->bgrqk", qh, kh, preferred_element_type=jnp.float32) * scale
+    logits = jnp.where(mask[:, :, None], logits, NEG_INF)
+    weights = jax.nn.softmax(logits, axis=-1).astype(vh.dtype)
+    return jnp.einsum("bgrqk,bgkd->bgrqd", weights, vh)
 
 
 def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str,
@@ -104,9 +133,11 @@ def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     t = q.shape[1]
     if impl != "xla" or t <= chunk or t % chunk:
         return attention(q, k, v, mask, impl)
-    outs = [attention(q[:, s:s + chunk], k[:, :s + chunk], v[:, :s + chunk], mask[:, :, s:s + chunk, :s + chunk], impl)
+    qh, kh, vh = _to_head_major(q, k, v)
+    outs = [_head_major_attention(qh[:, :, :, s:s + chunk], kh[:, :, :s + chunk], vh[:, :, :s + chunk],
+                                  mask[:, :, s:s + chunk, :s + chunk])
             for s in range(0, t, chunk)]
-    return jnp.concatenate(outs, axis=1)
+    return _from_head_major(jnp.concatenate(outs, axis=3))
 
 
 def remat_policy(name: str):

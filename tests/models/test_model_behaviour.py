@@ -113,3 +113,38 @@ def test_dot_product_attention_equals_xla(llama):
     got = np.asarray(model(ids, positions=positions, segment_ids=segments))[real]
     expected = np.asarray(llama(ids, positions=positions, segment_ids=segments))[real]
     assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_causal_chunked_attention_equals_full_attention_and_its_gradient():
+    from easylm_imitate.models import layers
+
+    rng = np.random.default_rng(0)
+    b, t, h, hkv, d = 2, 24, 6, 2, 8
+    q, k, v, w = (jnp.asarray(rng.standard_normal(s), jnp.float32)
+                  for s in [(b, t, h, d), (b, t, hkv, d), (b, t, hkv, d), (b, t, h, d)])
+    segments = jnp.asarray([[1] * 10 + [2] * 14, [0] * 5 + [1] * 19])  # packed; left padding
+    slots = jnp.broadcast_to(jnp.arange(t), (b, t))
+    mask = layers.attention_mask(slots, slots, segments, segments)
+    real = (np.asarray(segments) > 0)[..., None, None]
+
+    def run(fn):
+        return jax.value_and_grad(lambda q, k, v: jnp.sum(fn(q, k, v) * w * real), argnums=(0, 1, 2))(q, k, v)
+
+    full = run(lambda q, k, v: layers.attention(q, k, v, mask, "xla"))
+    for chunk in (4, 8):
+        chunked = run(lambda q, k, v: layers.causal_self_attention(q, k, v, mask, "xla", chunk=chunk))
+        jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5), chunked, full)
+
+
+def test_long_packed_sequence_matches_unchunked_attention(llama):
+    # 256 tokens: the model's default 'xla' path chunks the queries (CAUSAL_CHUNK = 128);
+    # 'dot_product' computes the full score matrix.
+    ids = _ids(llama.cfg, (2, 256), 7)
+    segments = jnp.asarray([[1] * 100 + [2] * 156, [0] * 30 + [1] * 226])
+    positions = jnp.asarray([list(range(100)) + list(range(156)), [0] * 30 + list(range(226))])
+    dense = build_model(llama.cfg.replace(attention="dot_product"))
+    nnx.update(dense, nnx.state(llama))
+    real = np.asarray(segments) > 0
+    got = np.asarray(llama(ids, positions=positions, segment_ids=segments))[real]
+    expected = np.asarray(dense(ids, positions=positions, segment_ids=segments))[real]
+    assert np.abs(got - expected).max() <= 1e-5
