@@ -149,6 +149,23 @@ def _save(fig, path: str) -> None:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
 
 
+def _line_plot(plt, lines: dict, label, xscale: tuple[str, dict], xlabel: str, ylabel: str, title: str,
+               legend: str, path: str) -> None:
+    """One line per key of `lines` (key -> [(x, y)]), labelled by `label(key)`, saved to `path`."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for key, xy in sorted(lines.items()):
+        xy = sorted(xy)
+        ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=label(key))
+    ax.set_xscale(xscale[0], **xscale[1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(title=legend)
+    _save(fig, path)
+    plt.close(fig)
+
+
 def plots(results: list[dict], out_dir: str) -> list[str]:
     """Draw metric-vs-imitation-tokens and metric-vs-base-size plots; returns paths relative to out_dir."""
     import matplotlib
@@ -169,19 +186,11 @@ def plots(results: list[dict], out_dir: str) -> list[str]:
             lines = defaultdict(list)
             for r in pts:
                 lines[r["base_model"]].append((r["imitation_tokens"], r["metrics"][metric]))
-            fig, ax = plt.subplots(figsize=(5.5, 4))
-            for base, xy in sorted(lines.items()):
-                xy.sort()
-                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=base)
-            ax.set_xscale("symlog", linthresh=max(1.0, min((x for r in pts for x in [r["imitation_tokens"]] if x > 0), default=1.0)))
-            ax.set_xlabel("imitation tokens")
-            ax.set_ylabel(metric)
-            ax.set_title(f"{bench}: {metric} vs imitation data")
-            ax.grid(alpha=0.3)
-            ax.legend(title="base model")
+            xscale = ("symlog", {"linthresh": max(1.0, min((r["imitation_tokens"] for r in pts if r["imitation_tokens"] > 0),
+                                                           default=1.0))})
             name = f"plots/{_slug(bench)}__{_slug(metric)}__vs_tokens.png"
-            _save(fig, os.path.join(out_dir, name))
-            plt.close(fig)
+            _line_plot(plt, lines, str, xscale, "imitation tokens", metric, f"{bench}: {metric} vs imitation data",
+                       "base model", os.path.join(out_dir, name))
             written.append(name)
 
             sized = [r for r in pts if "base_params" in r]
@@ -189,19 +198,9 @@ def plots(results: list[dict], out_dir: str) -> list[str]:
                 by_tokens = defaultdict(list)
                 for r in sized:
                     by_tokens[r["imitation_tokens"]].append((r["base_params"], r["metrics"][metric]))
-                fig, ax = plt.subplots(figsize=(5.5, 4))
-                for tokens, xy in sorted(by_tokens.items()):
-                    xy.sort()
-                    ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=f"{tokens:,.0f} tokens")
-                ax.set_xscale("log")
-                ax.set_xlabel("base model parameters")
-                ax.set_ylabel(metric)
-                ax.set_title(f"{bench}: {metric} vs base model size")
-                ax.grid(alpha=0.3)
-                ax.legend(title="imitation data")
                 name = f"plots/{_slug(bench)}__{_slug(metric)}__vs_size.png"
-                _save(fig, os.path.join(out_dir, name))
-                plt.close(fig)
+                _line_plot(plt, by_tokens, lambda t: f"{t:,.0f} tokens", ("log", {}), "base model parameters", metric,
+                           f"{bench}: {metric} vs base model size", "imitation data", os.path.join(out_dir, name))
                 written.append(name)
     return written
 
