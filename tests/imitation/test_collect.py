@@ -171,7 +171,9 @@ def test_kill_9_mid_run_then_rerun_loses_nothing_and_resends_nothing(tmp_path):
 
 def test_ctrl_c_exits_cleanly_and_the_rerun_resumes(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
-    write_lines(prompts, [{"id": f"id{i}", "prompt": f"prompt {i}"} for i in range(60)])
+    # 300 prompts at 2 in flight take >= 7.5 s, so the run is surely unfinished at SIGINT
+    # even on a loaded machine (it is sent once 10 prompts are journaled).
+    write_lines(prompts, [{"id": f"id{i}", "prompt": f"prompt {i}"} for i in range(300)])
     out = tmp_path / "out.jsonl"
     with OpenAIStub(responder=reply_for, delay=0.05) as stub:
         proc = subprocess.Popen(collect_cmd(stub, prompts, out, "--max_in_flight=2"),
@@ -188,4 +190,4 @@ def test_ctrl_c_exits_cleanly_and_the_rerun_resumes(tmp_path):
         stub.reset()
         assert collect(stub, prompts, out).returncode == 0
         assert not set(stub.prompt_counts(outcome=None)) & done_before
-    assert [r["id"] for r in read_jsonl(out)] == [f"id{i}" for i in range(60)]
+    assert [r["id"] for r in read_jsonl(out)] == [f"id{i}" for i in range(300)]
