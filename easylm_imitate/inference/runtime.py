@@ -21,33 +21,19 @@ def bucket(n: int, minimum: int = 16) -> int:
     return size
 
 
-def unstack_layers(stacked: dict[str, jax.Array], output_major: dict[str, int] | None = None
-                   ) -> list[dict[str, jax.Array]]:
+def unstack_layers(stacked: dict[str, jax.Array]) -> list[dict[str, jax.Array]]:
     """Stacked block parameters ([layers, ...] each) as one dict of separate buffers per
-    layer, each keeping its share of a mesh sharding (the layers axis dropped).
-
-    The parameters named in `output_major` (name -> input dims) come back as
-    `layers.OutputMajor` (transposed) weights; only for unsharded parameters.
-    """
-    from easylm_imitate.models.layers import OutputMajor
-
+    layer, each keeping its share of a mesh sharding (the layers axis dropped)."""
     layers = next(iter(stacked.values())).shape[0]
-    output_major = output_major or {}
 
     def layer_sharding(a):
         s = a.sharding
         if isinstance(s, NamedSharding):
-            if output_major:
-                raise ValueError("output-major weights are for unsharded parameters")
             return NamedSharding(s.mesh, PartitionSpec(*tuple(s.spec)[1:]))
         return s
 
-    def one_layer(s, i):
-        return {k: OutputMajor.of(v[i], output_major[k]) if k in output_major else v[i] for k, v in s.items()}
-
     shardings = [{k: layer_sharding(v) for k, v in stacked.items()}] * layers
-    split = jax.jit(lambda s: [one_layer(s, i) for i in range(layers)],
-                    out_shardings=None if output_major else shardings)
+    split = jax.jit(lambda s: [{k: v[i] for k, v in s.items()} for i in range(layers)], out_shardings=shardings)
     return split(stacked)
 
 
@@ -61,9 +47,8 @@ class ModelRuntime:
     With `per_layer` (default: when the parameters live on CPU) the block parameters are
     copied once into one buffer per layer and the model runs its layers unrolled (see
     `DecoderLM.__call__`'s `layer_params`): XLA:CPU would otherwise copy every layer's
-    weights out of the stack at every decode step, which costs more than the matmuls. Without
-    a mesh the projection weights are stored transposed (`layers.OutputMajor`). The stacked
-    originals are then only referenced by the caller's model object.
+    weights out of the stack at every decode step, which costs more than the matmuls. The
+    stacked originals are then only referenced by the caller's model object.
     """
 
     def __init__(self, model: nnx.Module, mesh: Mesh | None = None, *, per_layer: bool | None = None):
@@ -78,9 +63,7 @@ class ModelRuntime:
         if per_layer:
             self.graphdef, blocks, rest = nnx.split(model, nnx.PathContains("blocks"), ...)
             self._abstract_blocks = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), blocks)
-            # Unsharded CPU weights are also transposed (see `layers.OutputMajor`).
-            output_major = model.blocks.PROJECTIONS if mesh is None else None
-            self.params = (rest, unstack_layers(blocks.to_pure_dict()["blocks"], output_major))
+            self.params = (rest, unstack_layers(blocks.to_pure_dict()["blocks"]))
         else:
             self.graphdef, self.params = nnx.split(model)
 

@@ -126,9 +126,6 @@ def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
 class Blocks(nnx.Module):
     """A stack of transformer blocks whose parameters carry a leading `layers` axis."""
 
-    # Parameters the blocks use through `layers.dense`, with their number of input dims.
-    PROJECTIONS: dict[str, int] = {}
-
     def stacked(self, dtype) -> dict[str, jax.Array]:
         """All block parameters as a dict of arrays cast to the compute dtype."""
         return {name: var[...].astype(dtype) for name, var in vars(self).items()

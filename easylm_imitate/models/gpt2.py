@@ -14,8 +14,6 @@ from easylm_imitate.models.config import ModelConfig
 class GPT2Blocks(Blocks):
     """Stacked GPT-2 block parameters (q, k, v kept apart; HF packs them in c_attn)."""
 
-    PROJECTIONS = {"wq": 1, "wk": 1, "wv": 1, "wo": 2, "w_fc": 1, "w_proj": 1}
-
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         n, d, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
         h, hd = cfg.num_heads, cfg.dim_per_head

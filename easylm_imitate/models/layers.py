@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -28,49 +27,18 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
     return (x - mean) * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
 
 
-@flax.struct.dataclass
-class OutputMajor:
-    """A projection weight kept transposed, as a 2-D [outputs, inputs] matrix, for `dense`.
-
-    At decode-sized batches (a few rows) XLA:CPU computes `W^T x` from an [outputs, inputs]
-    weight 10-30% faster than `x W` from the [inputs, outputs] one (measured on SmolLM2
-    shapes), so the inference runtime stores per-layer weights this way on CPU. `shape` is
-    the weight's logical shape (inputs..., outputs...), of which `in_dims` are inputs.
-    """
-
-    t: jax.Array
-    shape: tuple = flax.struct.field(pytree_node=False)
-    in_dims: int = flax.struct.field(pytree_node=False)
-
-    @classmethod
-    def of(cls, w: jax.Array, in_dims: int) -> "OutputMajor":
-        """Transpose `w` ([inputs..., outputs...]) into an OutputMajor weight."""
-        return cls(t=w.reshape(math.prod(w.shape[:in_dims]), -1).T, shape=tuple(w.shape), in_dims=in_dims)
-
-    def astype(self, dtype) -> "OutputMajor":
-        """The same weight in another dtype."""
-        return self.replace(t=self.t.astype(dtype))
-
-
-def dense(x: jax.Array, w, in_dims: int = 1, preferred_element_type=None) -> jax.Array:
+def dense(x: jax.Array, w: jax.Array, in_dims: int = 1, preferred_element_type=None) -> jax.Array:
     """x [..., *w.shape[:in_dims]] @ w -> [..., *w.shape[in_dims:]], as one 2-D matmul.
 
     The leading (batch, sequence) dimensions are flattened into one token axis first: with
     two contracting dimensions in the weight gradient, XLA:CPU transposes the activation
     gradients into a copy before the matmul (measured: ~10% of a SmolLM2 training step).
-    `w` is an array or an `OutputMajor` weight.
     """
-    k_shape = tuple(w.shape[:in_dims])
-    if isinstance(w, OutputMajor) and w.in_dims != in_dims:
-        raise ValueError(f"dense: weight has {w.in_dims} input dims, called with {in_dims}")
-    lead = x.shape[:x.ndim - in_dims]
-    if tuple(x.shape[x.ndim - in_dims:]) != k_shape:
+    lead, k_shape = x.shape[:x.ndim - in_dims], w.shape[:in_dims]
+    if tuple(x.shape[x.ndim - in_dims:]) != tuple(k_shape):
         raise ValueError(f"dense: input {x.shape} does not end in the weight's input dims {k_shape}")
-    x2 = x.reshape(-1, math.prod(k_shape))
-    if isinstance(w, OutputMajor):
-        out = jnp.dot(w.t, x2.T, preferred_element_type=preferred_element_type).T
-    else:
-        out = jnp.dot(x2, w.reshape(x2.shape[1], -1), preferred_element_type=preferred_element_type)
+    k = math.prod(k_shape)
+    out = jnp.dot(x.reshape(-1, k), w.reshape(k, -1), preferred_element_type=preferred_element_type)
     return out.reshape(*lead, *w.shape[in_dims:])
 
 

@@ -14,8 +14,6 @@ from easylm_imitate.models.config import ModelConfig
 class LlamaBlocks(Blocks):
     """Stacked LLaMA block parameters."""
 
-    PROJECTIONS = {"wq": 1, "wk": 1, "wv": 1, "wo": 2, "w_gate": 1, "w_up": 1, "w_down": 1}
-
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         n, d, f = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
         h, hkv, hd = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head

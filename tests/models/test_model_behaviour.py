@@ -148,19 +148,3 @@ def test_long_packed_sequence_matches_unchunked_attention(llama):
     got = np.asarray(llama(ids, positions=positions, segment_ids=segments))[real]
     expected = np.asarray(dense(ids, positions=positions, segment_ids=segments))[real]
     assert np.abs(got - expected).max() <= 1e-5
-
-
-def test_output_major_weights_give_the_same_projection():
-    from easylm_imitate.models import layers
-
-    rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.standard_normal((3, 5, 4, 6)), jnp.float32)
-    for w_shape, in_dims in (((6, 7), 1), ((4, 6, 8), 2), ((6, 2, 3), 1)):
-        w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
-        xin = x if in_dims == 2 else x[:, :, 0]
-        want = layers.dense(xin, w, in_dims)
-        got = layers.dense(xin, layers.OutputMajor.of(w, in_dims), in_dims)
-        assert got.shape == want.shape == (*xin.shape[:xin.ndim - in_dims], *w_shape[in_dims:])
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="input dims"):
-        layers.dense(x, layers.OutputMajor.of(jnp.ones((4, 6, 8)), 2), 1)
