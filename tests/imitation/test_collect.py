@@ -176,8 +176,11 @@ def test_ctrl_c_exits_cleanly_and_the_rerun_resumes(tmp_path):
     write_lines(prompts, [{"id": f"id{i}", "prompt": f"prompt {i}"} for i in range(300)])
     out = tmp_path / "out.jsonl"
     with OpenAIStub(responder=reply_for, delay=0.05) as stub:
+        # A shell starts background jobs (such as a CI run) with SIGINT ignored, and children
+        # inherit that; restore the default so the child sees Ctrl-C as a terminal user's would.
         proc = subprocess.Popen(collect_cmd(stub, prompts, out, "--max_in_flight=2"),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while len(_journaled_prompts(str(out) + ".journal")) < 10:
             assert proc.poll() is None and time.monotonic() < deadline
