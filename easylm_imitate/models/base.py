@@ -63,7 +63,7 @@ def new_param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ..
 
 @flax.struct.dataclass
 class KVCache:
-    """Stacked key/value buffers for decoding.
+    """Key/value buffers for decoding.
 
     k, v: [layers, batch, kv_heads, slots, head_dim] (stacked, for the scanned layers) or a
     tuple of one [batch, kv_heads, slots, head_dim] buffer per layer (for `layer_params`);

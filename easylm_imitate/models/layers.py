@@ -91,19 +91,19 @@ def cached_kv_attention(q: jax.Array, kh: jax.Array, vh: jax.Array, mask: jax.Ar
     q [B,Tq,H,D], kh/vh [B,Hkv,Tk,D] -> [B,Tq,H,D]."""
     if impl != "xla":
         return attention(q, kh.transpose(0, 2, 1, 3), vh.transpose(0, 2, 1, 3), mask, impl)
+    return _from_head_major(_head_major_attention(_queries_head_major(q, kh.shape[1]), kh, vh, mask))
+
+
+def _queries_head_major(q, hkv: int):
+    """q [B,T,H,D] -> [B,Hkv,H/Hkv,T,D]: grouped by the key/value head each query head reads."""
     b, t, h, d = q.shape
-    hkv = kh.shape[1]
-    qh = q.reshape(b, t, hkv, h // hkv, d).transpose(0, 2, 3, 1, 4)
-    return _from_head_major(_head_major_attention(qh, kh, vh, mask))
+    return q.reshape(b, t, hkv, h // hkv, d).transpose(0, 2, 3, 1, 4)
 
 
 def _to_head_major(q, k, v):
-    """q [B,T,H,D] -> [B,Hkv,H/Hkv,T,D]; k, v [B,T,Hkv,D] -> [B,Hkv,T,D] (batched-matmul
-    friendly: the score and value products then need no per-call transposes)."""
-    b, t, h, d = q.shape
-    hkv = k.shape[2]
-    qh = q.reshape(b, t, hkv, h // hkv, d).transpose(0, 2, 3, 1, 4)
-    return qh, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    """q as `_queries_head_major`; k, v [B,T,Hkv,D] -> [B,Hkv,T,D] (batched-matmul friendly:
+    the score and value products then need no per-call transposes)."""
+    return _queries_head_major(q, k.shape[2]), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
 
 def _from_head_major(out):

@@ -103,16 +103,22 @@ def test_remat_policies_give_identical_gradients(llama):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, reference)
 
 
-def test_dot_product_attention_equals_xla(llama):
-    ids = _ids(llama.cfg, (2, 16), 5)
-    segments = jnp.asarray([[1] * 16, [0] * 4 + [1] * 12])
-    positions = jnp.maximum(jnp.cumsum(segments > 0, axis=1) - 1, 0)
+def _max_diff_to_dot_product(llama, ids, segments, positions):
+    """Largest |logit difference| on real tokens between `llama` ('xla' attention) and the
+    same weights with 'dot_product' attention (which computes the full score matrix)."""
     model = build_model(llama.cfg.replace(attention="dot_product"))
     nnx.update(model, nnx.state(llama))
     real = np.asarray(segments) > 0
     got = np.asarray(model(ids, positions=positions, segment_ids=segments))[real]
     expected = np.asarray(llama(ids, positions=positions, segment_ids=segments))[real]
-    assert np.abs(got - expected).max() <= 1e-5
+    return np.abs(got - expected).max()
+
+
+def test_dot_product_attention_equals_xla(llama):
+    ids = _ids(llama.cfg, (2, 16), 5)
+    segments = jnp.asarray([[1] * 16, [0] * 4 + [1] * 12])
+    positions = jnp.maximum(jnp.cumsum(segments > 0, axis=1) - 1, 0)
+    assert _max_diff_to_dot_product(llama, ids, segments, positions) <= 1e-5
 
 
 def test_causal_chunked_attention_equals_full_attention_and_its_gradient():
@@ -137,14 +143,8 @@ def test_causal_chunked_attention_equals_full_attention_and_its_gradient():
 
 
 def test_long_packed_sequence_matches_unchunked_attention(llama):
-    # 256 tokens: the model's default 'xla' path chunks the queries (CAUSAL_CHUNK = 128);
-    # 'dot_product' computes the full score matrix.
+    # 256 tokens: the model's default 'xla' path chunks the queries (CAUSAL_CHUNK = 128).
     ids = _ids(llama.cfg, (2, 256), 7)
     segments = jnp.asarray([[1] * 100 + [2] * 156, [0] * 30 + [1] * 226])
     positions = jnp.asarray([list(range(100)) + list(range(156)), [0] * 30 + list(range(226))])
-    dense = build_model(llama.cfg.replace(attention="dot_product"))
-    nnx.update(dense, nnx.state(llama))
-    real = np.asarray(segments) > 0
-    got = np.asarray(llama(ids, positions=positions, segment_ids=segments))[real]
-    expected = np.asarray(dense(ids, positions=positions, segment_ids=segments))[real]
-    assert np.abs(got - expected).max() <= 1e-5
+    assert _max_diff_to_dot_product(llama, ids, segments, positions) <= 1e-5
