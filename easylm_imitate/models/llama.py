@@ -62,7 +62,7 @@ class Llama(DecoderLM):
         h = layers.rms_norm(x, p["mlp_norm"], cfg.norm_eps).astype(dtype)
         gate = layers.dense(h, p["w_gate"])
         up = layers.dense(h, p["w_up"])
-        x = x + layers.dense(jax.nn.silu(gate) * up, p["w_down"])
+        x = x + layers.dense(layers.swiglu(gate, up), p["w_down"])
         return x, new_cache
 
     def head(self, x, dtype):
