@@ -128,14 +128,32 @@ def rope_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.
     return jnp.cos(angles), jnp.sin(angles)
 
 
+@jax.custom_vjp
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotate x [B, T, H, D] by position (dimension j pairs with j + D/2), in float32."""
+    """Rotate x [B, T, H, D] by position (dimension j pairs with j + D/2), in float32.
+    The backward pass (the inverse rotation) keeps only the tables, which every layer shares."""
+    return _rotate(x, cos, sin)
+
+
+def _rotate(x, cos, sin):
     dtype = x.dtype
     x = x.astype(jnp.float32)
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     out = x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
     return out.astype(dtype)
+
+
+def _rope_fwd(x, cos, sin):
+    return _rotate(x, cos, sin), (cos, sin)
+
+
+def _rope_bwd(residuals, g):
+    cos, sin = residuals
+    return _rotate(g, cos, -sin), None, None  # the transpose of a rotation is the opposite one
+
+
+apply_rope.defvjp(_rope_fwd, _rope_bwd)
 
 
 def attention_mask(q_slots: jax.Array, kv_slots: jax.Array, q_segments: jax.Array,
