@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from easylm_imitate.models import build_model, get_preset
-from easylm_imitate.train.step import TrainState, summed_grads, train_step
+from easylm_imitate.train.step import TrainState, cross_entropy, summed_grads, train_step
 
 
 def _batch(rng, b=8, t=32, vocab=512):
@@ -67,3 +67,17 @@ def test_loss_is_the_token_mean_over_the_global_batch(model_parts):
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     expected = float((ce * batch["weights"]).sum() / batch["weights"].sum())
     np.testing.assert_allclose(float(sums["loss_sum"] / sums["count"]), expected, rtol=1e-5)
+
+
+def test_cross_entropy_and_its_gradient_equal_optax():
+    rng = np.random.default_rng(3)
+    logits = jnp.asarray(rng.standard_normal((3, 5, 97)) * 4, jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 97, (3, 5)), jnp.int32)
+    cot = jnp.asarray(rng.standard_normal((3, 5)), jnp.float32)
+
+    def run(fn):
+        value, vjp = jax.vjp(lambda x: fn(x, targets), logits)
+        return value, vjp(cot)[0]
+
+    got, want = run(cross_entropy), run(optax.softmax_cross_entropy_with_integer_labels)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
