@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from easylm_imitate.models import layers
+from easylm_imitate.models import attention, layers
 from easylm_imitate.models.config import ModelConfig
 
 INIT_STD = 0.02
@@ -106,7 +106,7 @@ def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
     `(k_buf, v_buf)`.
     """
     if layer_cache is None:
-        return layers.causal_self_attention(q, k, v, mask, cfg.attention), None
+        return attention.causal_self_attention(q, k, v, mask, cfg.attention), None
     k_buf, v_buf, layer = layer_cache
     k_new = k.transpose(0, 2, 1, 3).astype(k_buf.dtype)  # [B, Hkv, T, D]
     v_new = v.transpose(0, 2, 1, 3).astype(v_buf.dtype)
@@ -119,7 +119,7 @@ def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
         v_buf = jax.lax.dynamic_update_slice(v_buf, v_new[None], (layer, 0, 0, index, 0))
         k_all = jax.lax.dynamic_index_in_dim(k_buf, layer, 0, keepdims=False)
         v_all = jax.lax.dynamic_index_in_dim(v_buf, layer, 0, keepdims=False)
-    out = layers.cached_kv_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask, cfg.attention)
+    out = attention.cached_kv_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask, cfg.attention)
     return out, (k_buf, v_buf)
 
 
@@ -187,7 +187,7 @@ class DecoderLM(nnx.Module):
         else:
             kv_segments = jax.lax.dynamic_update_slice(cache.segments, segment_ids.astype(jnp.int32), (0, index))
             kv_slots = jnp.broadcast_to(jnp.arange(cache.segments.shape[1], dtype=jnp.int32), kv_segments.shape)
-        mask = layers.attention_mask(q_slots, kv_slots, segment_ids, kv_segments)
+        mask = attention.attention_mask(q_slots, kv_slots, segment_ids, kv_segments)
         x = self.embed(tokens, positions, dtype)
         context = self.block_context(positions)
         axes = self.blocks.layer_axes()

@@ -122,7 +122,7 @@ def test_dot_product_attention_equals_xla(llama):
 
 
 def test_causal_chunked_attention_equals_full_attention_and_its_gradient():
-    from easylm_imitate.models import layers
+    from easylm_imitate.models import attention
 
     rng = np.random.default_rng(0)
     b, t, h, hkv, d = 2, 24, 6, 2, 8
@@ -130,15 +130,15 @@ def test_causal_chunked_attention_equals_full_attention_and_its_gradient():
                   for s in [(b, t, h, d), (b, t, hkv, d), (b, t, hkv, d), (b, t, h, d)])
     segments = jnp.asarray([[1] * 10 + [2] * 14, [0] * 5 + [1] * 19])  # packed; left padding
     slots = jnp.broadcast_to(jnp.arange(t), (b, t))
-    mask = layers.attention_mask(slots, slots, segments, segments)
+    mask = attention.attention_mask(slots, slots, segments, segments)
     real = (np.asarray(segments) > 0)[..., None, None]
 
     def run(fn):
         return jax.value_and_grad(lambda q, k, v: jnp.sum(fn(q, k, v) * w * real), argnums=(0, 1, 2))(q, k, v)
 
-    full = run(lambda q, k, v: layers.attention(q, k, v, mask, "dot_product"))  # JAX's own autodiff
+    full = run(lambda q, k, v: attention.attention(q, k, v, mask, "dot_product"))  # JAX's own autodiff
     for chunk in (4, 8):
-        chunked = run(lambda q, k, v: layers.causal_self_attention(q, k, v, mask, "xla", chunk=chunk))
+        chunked = run(lambda q, k, v: attention.causal_self_attention(q, k, v, mask, "xla", chunk=chunk))
         jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5), chunked, full)
 
 
