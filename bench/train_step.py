@@ -1,16 +1,20 @@
 """Train-step throughput: our jitted JAX step vs a plain PyTorch + transformers step.
 
 Same architecture (SmolLM2-135M shape by default), batch, sequence length, float32 AdamW,
-in one run; prints tokens/s, MFU against a *measured* float32 matmul peak, and the ratio.
+in one run, each side in fresh processes taking turns; prints tokens/s, MFU against a
+*measured* float32 matmul peak, and the ratio.
 
-    python bench/train_step.py [--preset smollm2-135m] [--batch 4] [--seq 512] [--steps 5]
+    python bench/train_step.py [--preset smollm2-135m] [--batch 4] [--seq 512] [--steps 5] [--rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -47,8 +51,8 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def ours(cfg, batch: int, seq: int, steps: int) -> float:
-    """Seconds per train step of our jitted step (parameters and AdamW state donated)."""
+def ours(cfg, batch: int, seq: int):
+    """One call = one of our jitted train steps (parameters and AdamW state donated), finished."""
     from easylm_imitate.models import build_model
     from easylm_imitate.train.step import TrainState, train_step
 
@@ -56,26 +60,23 @@ def ours(cfg, batch: int, seq: int, steps: int) -> float:
     params = state.to_pure_dict()
     optimizer = optax.adamw(1e-4)
     schedule = optax.constant_schedule(1e-4)
-    train_state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+    holder = [TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))]
     rng = np.random.default_rng(0)
     data = {"inputs": rng.integers(0, cfg.vocab_size, (batch, seq), dtype=np.int32),
             "targets": rng.integers(0, cfg.vocab_size, (batch, seq), dtype=np.int32),
             "weights": np.ones((batch, seq), np.float32), "segment_ids": np.ones((batch, seq), np.int32),
             "positions": np.tile(np.arange(seq, dtype=np.int32), (batch, 1))}
     step = jax.jit(functools.partial(train_step, graphdef, optimizer, schedule, 1), donate_argnums=0)
-    train_state, m = step(train_state, data)
-    jax.block_until_ready(m)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        train_state, m = step(train_state, data)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+
+    def one():
+        holder[0], metrics = step(holder[0], data)
+        jax.block_until_ready(metrics)
+
+    return one
 
 
-def peer(cfg, batch: int, seq: int, steps: int) -> float:
-    """Seconds per train step of PyTorch + transformers (LlamaForCausalLM, AdamW, float32)."""
+def peer(cfg, batch: int, seq: int):
+    """One call = one PyTorch + transformers step (LlamaForCausalLM, AdamW, float32)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -92,8 +93,27 @@ def peer(cfg, batch: int, seq: int, steps: int) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    return one
+
+
+def step_times(side: str, cfg, batch: int, seq: int, steps: int) -> list[float]:
+    """Seconds of each of `steps` steps of one side, after a warm-up (compiling) step."""
+    one = (ours if side == "ours" else peer)(cfg, batch, seq)
     one()
-    return float(np.median([_timed(one) for _ in range(steps)]))
+    return [_timed(one) for _ in range(steps)]
+
+
+def alternating_runs(argv: list[str], rounds: int) -> dict[str, list[float]]:
+    """Step times per side, each side in its own fresh process, the sides taking turns
+    (ours, peer, ours, peer, ...): neither inherits the other's threads or heap, and a shared
+    machine that slows down or speeds up during the run shifts both sides alike."""
+    times: dict[str, list[float]] = {"ours": [], "peer": []}
+    for _ in range(rounds):
+        for side in times:
+            out = subprocess.run([sys.executable, __file__, *argv, "--side", side], check=True,
+                                 stdout=subprocess.PIPE, text=True).stdout
+            times[side] += json.loads(out.strip().splitlines()[-1])
+    return times
 
 
 def main() -> None:
@@ -107,19 +127,26 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--remat", default="none")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="our compute dtype")
+    p.add_argument("--rounds", type=int, default=2, help="processes per side, alternating")
+    p.add_argument("--side", choices=["ours", "peer"], help="(internal) time one side, print JSON")
     args = p.parse_args()
     cfg = get_preset(args.preset, remat=args.remat, dtype=args.dtype)
+    if args.side:
+        print(json.dumps(step_times(args.side, cfg, args.batch, args.seq, args.steps)))
+        return
     tokens = args.batch * args.seq
     flops = cfg.flops_per_token(args.seq) * tokens
     peak_j, peak_t = matmul_peak_jax(), matmul_peak_torch()
-    t_ours = ours(cfg, args.batch, args.seq, args.steps)
-    t_peer = peer(cfg, args.batch, args.seq, args.steps)
+    argv = [f"--{k}={getattr(args, k)}" for k in ("preset", "batch", "seq", "steps", "remat", "dtype")]
+    times = alternating_runs(argv, args.rounds)
+    t_ours, t_peer = (float(np.median(times[side])) for side in ("ours", "peer"))
     print(f"{args.preset} batch {args.batch}x{args.seq}, AdamW, our compute {args.dtype}, remat={args.remat}, "
           f"{cfg.flops_per_token(args.seq) / 1e6:.0f} MFLOP/token")
     print(f"measured float32 matmul peak: XLA {peak_j / 1e9:.0f} GFLOP/s, torch {peak_t / 1e9:.0f} GFLOP/s")
     for name, t, peak in (("ours (JAX)", t_ours, peak_j), ("PyTorch+transformers", t_peer, peak_t)):
         print(f"{name:22s} {tokens / t:8.1f} tokens/s  {t:6.2f} s/step  MFU {flops / t / max(peak_j, peak_t):6.1%}")
-    print(f"ratio ours/peer: {t_peer / t_ours:.2f}x")
+    print(f"ratio ours/peer: {t_peer / t_ours:.2f}x  (medians of {len(times['ours'])} steps per side, "
+          f"{args.rounds} alternating processes each)")
 
 
 if __name__ == "__main__":
