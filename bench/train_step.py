@@ -5,6 +5,7 @@ in one run, each side in fresh processes taking turns; prints tokens/s, MFU agai
 *measured* float32 matmul peak, and the ratio.
 
     python bench/train_step.py [--preset smollm2-135m] [--batch 4] [--seq 512] [--steps 5] [--rounds 2]
+                               [--reuse-host-memory ours|both|none]
 """
 
 from __future__ import annotations
@@ -96,8 +97,13 @@ def peer(cfg, batch: int, seq: int):
     return one
 
 
-def step_times(side: str, cfg, batch: int, seq: int, steps: int) -> list[float]:
-    """Seconds of each of `steps` steps of one side, after a warm-up (compiling) step."""
+def step_times(side: str, cfg, batch: int, seq: int, steps: int, reuse_host_memory: bool) -> list[float]:
+    """Seconds of each of `steps` steps of one side, after a warm-up (compiling) step;
+    `reuse_host_memory` applies the trainer's CPU allocator setting first."""
+    if reuse_host_memory:
+        from easylm_imitate.train.host_memory import keep_freed_host_memory
+
+        keep_freed_host_memory()
     one = (ours if side == "ours" else peer)(cfg, batch, seq)
     one()
     return [_timed(one) for _ in range(steps)]
@@ -128,20 +134,25 @@ def main() -> None:
     p.add_argument("--remat", default="none")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="our compute dtype")
     p.add_argument("--rounds", type=int, default=2, help="processes per side, alternating")
+    p.add_argument("--reuse-host-memory", default="ours", choices=["ours", "both", "none"],
+                   help="which sides get the trainer's glibc setting that keeps freed memory "
+                        "(train/host_memory.py); 'ours' is each side as users run it")
     p.add_argument("--side", choices=["ours", "peer"], help="(internal) time one side, print JSON")
     args = p.parse_args()
     cfg = get_preset(args.preset, remat=args.remat, dtype=args.dtype)
     if args.side:
-        print(json.dumps(step_times(args.side, cfg, args.batch, args.seq, args.steps)))
+        reuse = args.reuse_host_memory == "both" or args.reuse_host_memory == args.side
+        print(json.dumps(step_times(args.side, cfg, args.batch, args.seq, args.steps, reuse)))
         return
     tokens = args.batch * args.seq
     flops = cfg.flops_per_token(args.seq) * tokens
     peak_j, peak_t = matmul_peak_jax(), matmul_peak_torch()
-    argv = [f"--{k}={getattr(args, k)}" for k in ("preset", "batch", "seq", "steps", "remat", "dtype")]
+    argv = [f"--{k.replace('_', '-')}={getattr(args, k)}"
+            for k in ("preset", "batch", "seq", "steps", "remat", "dtype", "reuse_host_memory")]
     times = alternating_runs(argv, args.rounds)
     t_ours, t_peer = (float(np.median(times[side])) for side in ("ours", "peer"))
     print(f"{args.preset} batch {args.batch}x{args.seq}, AdamW, our compute {args.dtype}, remat={args.remat}, "
-          f"{cfg.flops_per_token(args.seq) / 1e6:.0f} MFLOP/token")
+          f"{cfg.flops_per_token(args.seq) / 1e6:.0f} MFLOP/token, host memory reuse: {args.reuse_host_memory}")
     print(f"measured float32 matmul peak: XLA {peak_j / 1e9:.0f} GFLOP/s, torch {peak_t / 1e9:.0f} GFLOP/s")
     for name, t, peak in (("ours (JAX)", t_ours, peak_j), ("PyTorch+transformers", t_peer, peak_t)):
         print(f"{name:22s} {tokens / t:8.1f} tokens/s  {t:6.2f} s/step  MFU {flops / t / max(peak_j, peak_t):6.1%}")

@@ -21,6 +21,7 @@ from easylm_imitate.data import train_loader
 from easylm_imitate.fileio import write_json_atomic, write_jsonl_atomic
 from easylm_imitate.train import metrics as metrics_lib
 from easylm_imitate.train import run_checkpoint, state as state_lib
+from easylm_imitate.train.host_memory import keep_freed_host_memory
 from easylm_imitate.train.step import TrainState, eval_step
 
 
@@ -129,6 +130,8 @@ def train(config, workdir: str, log=print) -> TrainResult:
     parallel.initialize_distributed(dist.coordinator_address or None, dist.num_processes or None,
                                     None if dist.process_id < 0 else dist.process_id)
     mesh = parallel.make_mesh(config.mesh)
+    if config.reuse_host_memory and jax.default_backend() == "cpu":
+        keep_freed_host_memory()
     tokenizer = load_tokenizer(config)
     cfg = state_lib.model_config(config)
     os.makedirs(workdir, exist_ok=True)
