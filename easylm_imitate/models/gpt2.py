@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -61,7 +60,7 @@ class GPT2(DecoderLM):
         attn, new_cache = cached_attention(cfg, q, k, v, mask, layer_cache, index)
         x = x + layers.dense(attn, p["wo"], in_dims=2) + p["bo"]
         h = layers.layer_norm(x, p["ln2_scale"], p["ln2_bias"], cfg.norm_eps).astype(dtype)
-        h = jax.nn.gelu(layers.dense(h, p["w_fc"]) + p["b_fc"], approximate=True)
+        h = layers.gelu(layers.dense(h, p["w_fc"]) + p["b_fc"])
         x = x + layers.dense(h, p["w_proj"]) + p["b_proj"]
         return x, new_cache
 

@@ -67,11 +67,63 @@ swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-    """LayerNorm with bias computed in float32; returns float32."""
-    x = x.astype(jnp.float32)
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    """LayerNorm with bias computed in float32; returns float32. The backward pass keeps only
+    `x`, `scale` and `bias` (the normalisation is recomputed), as `rms_norm` does."""
+    return _layer_norm(x, scale, bias, eps)
+
+
+def _layer_norm_stats(x32, eps):
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    centred = x32 - mean
+    return centred, jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + eps)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _layer_norm(x, scale, bias, eps):
+    centred, rstd = _layer_norm_stats(x.astype(jnp.float32), eps)
+    return centred * rstd * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+
+
+def _layer_norm_fwd(x, scale, bias, eps):
+    return _layer_norm(x, scale, bias, eps), (x, scale, bias)
+
+
+def _layer_norm_bwd(eps, residuals, g):
+    x, scale, bias = residuals
+    centred, rstd = _layer_norm_stats(x.astype(jnp.float32), eps)
+    normed = centred * rstd
+    gs = g * scale.astype(jnp.float32)
+    dx = rstd * (gs - jnp.mean(gs, axis=-1, keepdims=True) - normed * jnp.mean(gs * normed, axis=-1, keepdims=True))
+    flat = (-1, x.shape[-1])
+    dscale = jnp.sum((g * normed).reshape(flat), axis=0)
+    dbias = jnp.sum(g.reshape(flat), axis=0)
+    return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+@jax.custom_vjp
+def gelu(x: jax.Array) -> jax.Array:
+    """GPT-2's tanh-approximated GELU (`jax.nn.gelu(x, approximate=True)`). The backward pass
+    keeps only `x` (autodiff of the expression would save its tanh and powers as well)."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+def _gelu_fwd(x):
+    return gelu(x), x
+
+
+def _gelu_bwd(x, g):
+    x32 = x.astype(jnp.float32)
+    t = jnp.tanh(_GELU_C * (x32 + 0.044715 * x32 ** 3))
+    slope = 0.5 * (1.0 + t) + 0.5 * x32 * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x32 * x32)
+    return ((g * slope).astype(x.dtype),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
 
 
 def dense(x: jax.Array, w: jax.Array, in_dims: int = 1, preferred_element_type=None) -> jax.Array:
