@@ -2,7 +2,7 @@
 
 Same architecture (SmolLM2-135M shape by default), batch, sequence length, float32 AdamW,
 in one run, each side in fresh processes taking turns; prints tokens/s, MFU against a
-*measured* float32 matmul peak, and the ratio.
+*measured* float32 matmul peak, minor page faults per step, and the ratio.
 
     python bench/train_step.py [--preset smollm2-135m] [--batch 4] [--seq 512] [--steps 5] [--rounds 2]
                                [--reuse-host-memory ours|both|none]
@@ -14,6 +14,7 @@ import argparse
 import functools
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -97,29 +98,35 @@ def peer(cfg, batch: int, seq: int):
     return one
 
 
-def step_times(side: str, cfg, batch: int, seq: int, steps: int, reuse_host_memory: bool) -> list[float]:
-    """Seconds of each of `steps` steps of one side, after a warm-up (compiling) step;
-    `reuse_host_memory` applies the trainer's CPU allocator setting first."""
+def step_times(side: str, cfg, batch: int, seq: int, steps: int, reuse_host_memory: bool) -> dict:
+    """Seconds and minor page faults of each of `steps` steps of one side, after a warm-up
+    (compiling) step; `reuse_host_memory` applies the trainer's CPU allocator setting first."""
     if reuse_host_memory:
         from easylm_imitate.train.host_memory import keep_freed_host_memory
 
         keep_freed_host_memory()
     one = (ours if side == "ours" else peer)(cfg, batch, seq)
     one()
-    return [_timed(one) for _ in range(steps)]
+    seconds, faults = [], []
+    for _ in range(steps):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        seconds.append(_timed(one))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return {"seconds": seconds, "faults": faults}
 
 
-def alternating_runs(argv: list[str], rounds: int) -> dict[str, list[float]]:
+def alternating_runs(argv: list[str], rounds: int) -> dict[str, dict[str, list]]:
     """Step times per side, each side in its own fresh process, the sides taking turns
     (ours, peer, ours, peer, ...): neither inherits the other's threads or heap, and a shared
     machine that slows down or speeds up during the run shifts both sides alike."""
-    times: dict[str, list[float]] = {"ours": [], "peer": []}
+    runs: dict[str, dict[str, list]] = {side: {"seconds": [], "faults": []} for side in ("ours", "peer")}
     for _ in range(rounds):
-        for side in times:
+        for side, got in runs.items():
             out = subprocess.run([sys.executable, __file__, *argv, "--side", side], check=True,
                                  stdout=subprocess.PIPE, text=True).stdout
-            times[side] += json.loads(out.strip().splitlines()[-1])
-    return times
+            for key, values in json.loads(out.strip().splitlines()[-1]).items():
+                got[key] += values
+    return runs
 
 
 def main() -> None:
@@ -149,16 +156,17 @@ def main() -> None:
     peak_j, peak_t = matmul_peak_jax(), matmul_peak_torch()
     argv = [f"--{k.replace('_', '-')}={getattr(args, k)}"
             for k in ("preset", "batch", "seq", "steps", "remat", "dtype", "reuse_host_memory")]
-    times = alternating_runs(argv, args.rounds)
-    t_ours, t_peer = (float(np.median(times[side])) for side in ("ours", "peer"))
+    runs = alternating_runs(argv, args.rounds)
     print(f"{args.preset} batch {args.batch}x{args.seq}, AdamW, our compute {args.dtype}, remat={args.remat}, "
           f"{cfg.flops_per_token(args.seq) / 1e6:.0f} MFLOP/token, host memory reuse: {args.reuse_host_memory}")
     print(f"measured float32 matmul peak: XLA {peak_j / 1e9:.0f} GFLOP/s, torch {peak_t / 1e9:.0f} GFLOP/s")
-    for name, t, peak in (("ours (JAX)", t_ours, peak_j), ("PyTorch+transformers", t_peer, peak_t)):
-        print(f"{name:22s} {tokens / t:8.1f} tokens/s  {t:6.2f} s/step  MFU {flops / t / max(peak_j, peak_t):6.1%}")
-    print(f"ratio ours/peer: {t_peer / t_ours:.2f}x  (medians of {len(times['ours'])} steps per side, "
-          f"{args.rounds} alternating processes each)")
-
+    median = {side: float(np.median(run["seconds"])) for side, run in runs.items()}
+    for name, side in (("ours (JAX)", "ours"), ("PyTorch+transformers", "peer")):
+        t = median[side]
+        print(f"{name:22s} {tokens / t:8.1f} tokens/s  {t:6.2f} s/step  MFU {flops / t / max(peak_j, peak_t):6.1%}"
+              f"  {np.median(runs[side]['faults']):9,.0f} page faults/step")
+    print(f"ratio ours/peer: {median['peer'] / median['ours']:.2f}x  (medians of {len(runs['ours']['seconds'])} "
+          f"steps per side, {args.rounds} alternating processes each)")
 
 if __name__ == "__main__":
     main()
