@@ -1,7 +1,9 @@
 """Generation throughput: our jitted KV-cache sampler vs transformers `generate` (PyTorch,
 KV cache, greedy), same SmolLM2-135M float32 weights (from the shipped GGUF), in one run.
+Each side runs in its own fresh process, the sides taking turns (as bench/train_step.py
+does: in one process the two sides' threads and heaps get in each other's way).
 
-    python bench/generate.py [--batches 1,8] [--prompt 64] [--new 128] [--repeats 2]
+    python bench/generate.py [--batches 1,8] [--prompt 64] [--new 128] [--repeats 2] [--rounds 1]
 
 Prints new tokens per second for each and the ratio ours / transformers.
 """
@@ -9,8 +11,11 @@ Prints new tokens per second for each and the ratio ours / transformers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -42,27 +47,17 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def main() -> None:
-    """Run the comparison and print a table."""
+def side_times(side: str, args) -> dict[str, float]:
+    """Best seconds per batch size for one side ('ours' or 'peer'), in this process."""
     import torch
 
     from easylm_imitate.inference.sampler import Sampler
     from easylm_imitate.inference.sampling import SamplingParams
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--gguf", default="smollm2-135m-instruct")
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--prompt", type=int, default=64)
-    p.add_argument("--new", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=2)
-    args = p.parse_args()
-
     ours, hf = load_models(args.gguf)
     sampler = Sampler(ours, min_prompt_bucket=args.prompt)
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
-          f"prompt {args.prompt} tokens, {args.new} new tokens, greedy, float32")
-    print(f"{'batch':>5} {'ours tok/s':>11} {'transformers tok/s':>19} {'ratio':>6}")
     rng = np.random.default_rng(0)
+    best = {}
     for batch in (int(b) for b in args.batches.split(",")):
         prompts = rng.integers(100, ours.cfg.vocab_size, (batch, args.prompt))
         params = SamplingParams(max_new_tokens=args.new)
@@ -78,9 +73,42 @@ def main() -> None:
                                   use_cache=True, pad_token_id=0)
             assert out.shape[1] == args.prompt + args.new
 
-        t_hf = best_time(run_hf, args.repeats)
-        t_ours = best_time(run_ours, args.repeats)
-        new = batch * args.new
+        best[str(batch)] = best_time(run_ours if side == "ours" else run_hf, args.repeats)
+    return best
+
+
+def main() -> None:
+    """Run both sides, alternating fresh processes, and print a table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--gguf", default="smollm2-135m-instruct")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--prompt", type=int, default=64)
+    p.add_argument("--new", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=2, help="timed calls per batch size in each process (best kept)")
+    p.add_argument("--rounds", type=int, default=1, help="processes per side, alternating (best kept)")
+    p.add_argument("--side", choices=["ours", "peer"], help="(internal) time one side, print JSON")
+    args = p.parse_args()
+    if args.side:
+        print(json.dumps(side_times(args.side, args)))
+        return
+
+    import torch
+
+    argv = [f"--{k}={getattr(args, k)}" for k in ("gguf", "batches", "prompt", "new", "repeats")]
+    best: dict[str, dict[str, float]] = {"ours": {}, "peer": {}}
+    for _ in range(args.rounds):
+        for side, got in best.items():
+            out = subprocess.run([sys.executable, __file__, *argv, "--side", side], check=True,
+                                 stdout=subprocess.PIPE, text=True).stdout
+            for batch, seconds in json.loads(out.strip().splitlines()[-1]).items():
+                got[batch] = min(seconds, got.get(batch, float("inf")))
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
+          f"prompt {args.prompt} tokens, {args.new} new tokens, greedy, float32; "
+          f"{args.rounds} alternating process(es) per side")
+    print(f"{'batch':>5} {'ours tok/s':>11} {'transformers tok/s':>19} {'ratio':>6}")
+    for batch, t_ours in best["ours"].items():
+        t_hf = best["peer"][batch]
+        new = int(batch) * args.new
         print(f"{batch:>5} {new / t_ours:>11.1f} {new / t_hf:>19.1f} {t_hf / t_ours:>5.2f}x", flush=True)
 
 
