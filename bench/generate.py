@@ -14,23 +14,24 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
+from sides import run_side  # noqa: E402  (bench/sides.py)
 
 
-def load_models(gguf: str):
-    """(our model, transformers model with identical float32 weights)."""
+def load_models(gguf: str, with_hf: bool = True):
+    """(our model, transformers model with identical float32 weights, or None without `with_hf`)."""
     from easylm_imitate.convert.gguf_file import config_from_gguf, gguf_tensor_getter, open_gguf, resolve_gguf
     from easylm_imitate.convert.hf_weights import model_from_params, params_from_hf, to_torch_model
 
     reader = open_gguf(resolve_gguf(gguf))
     cfg = config_from_gguf(reader)
     ours = model_from_params(cfg, params_from_hf(cfg, gguf_tensor_getter(reader, cfg), progress=False))
+    if not with_hf:
+        return ours, None
     hf = to_torch_model(ours)
     hf.generation_config.eos_token_id = None  # always generate exactly --new tokens
     return ours, hf
@@ -54,8 +55,8 @@ def side_times(side: str, args) -> dict[str, float]:
     from easylm_imitate.inference.sampler import Sampler
     from easylm_imitate.inference.sampling import SamplingParams
 
-    ours, hf = load_models(args.gguf)
-    sampler = Sampler(ours, min_prompt_bucket=args.prompt)
+    ours, hf = load_models(args.gguf, with_hf=side == "peer")
+    sampler = Sampler(ours, min_prompt_bucket=args.prompt) if side == "ours" else None
     rng = np.random.default_rng(0)
     best = {}
     for batch in (int(b) for b in args.batches.split(",")):
@@ -98,9 +99,7 @@ def main() -> None:
     best: dict[str, dict[str, float]] = {"ours": {}, "peer": {}}
     for _ in range(args.rounds):
         for side, got in best.items():
-            out = subprocess.run([sys.executable, __file__, *argv, "--side", side], check=True,
-                                 stdout=subprocess.PIPE, text=True).stdout
-            for batch, seconds in json.loads(out.strip().splitlines()[-1]).items():
+            for batch, seconds in run_side(__file__, argv, side).items():
                 got[batch] = min(seconds, got.get(batch, float("inf")))
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
           f"prompt {args.prompt} tokens, {args.new} new tokens, greedy, float32; "

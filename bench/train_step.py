@@ -15,8 +15,6 @@ import functools
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -26,6 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
+from sides import run_side  # noqa: E402  (bench/sides.py)
 
 
 def matmul_peak_torch(size: int = 2048) -> float:
@@ -122,9 +121,7 @@ def alternating_runs(argv: list[str], rounds: int) -> dict[str, dict[str, list]]
     runs: dict[str, dict[str, list]] = {side: {"seconds": [], "faults": []} for side in ("ours", "peer")}
     for _ in range(rounds):
         for side, got in runs.items():
-            out = subprocess.run([sys.executable, __file__, *argv, "--side", side], check=True,
-                                 stdout=subprocess.PIPE, text=True).stdout
-            for key, values in json.loads(out.strip().splitlines()[-1]).items():
+            for key, values in run_side(__file__, argv, side).items():
                 got[key] += values
     return runs
 
@@ -167,6 +164,7 @@ def main() -> None:
               f"  {np.median(runs[side]['faults']):9,.0f} page faults/step")
     print(f"ratio ours/peer: {median['peer'] / median['ours']:.2f}x  (medians of {len(runs['ours']['seconds'])} "
           f"steps per side, {args.rounds} alternating processes each)")
+
 
 if __name__ == "__main__":
     main()

@@ -44,12 +44,12 @@ def _faults(mode: str) -> dict:
 
 
 def test_freed_memory_is_reused_without_page_faults():
-    pages = 256 * 2**20 // 4096
     default = _faults("default")
     kept = _faults("keep")
     assert kept["applied"] is True
-    # By default every round maps fresh pages: one fault per page touched.
-    assert min(default["faults"][1:]) > pages // 2, default
+    # By default every round maps fresh pages and faults them all in again (one fault per
+    # page; per huge page where the kernel backs anonymous memory with them).
+    assert default["faults"][0] > 0 and min(default["faults"][1:]) >= default["faults"][0] // 2, default
     # Kept: only the first round faults its pages in; later rounds reuse them.
-    assert kept["faults"][0] > pages // 2, kept
-    assert max(kept["faults"][1:]) < pages // 100, kept
+    assert kept["faults"][0] >= default["faults"][0] // 2, kept
+    assert max(kept["faults"][1:]) <= min(default["faults"][1:]) // 100, (kept, default)

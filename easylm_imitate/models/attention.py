@@ -2,7 +2,7 @@
 causal query-chunked variant for training, and attention over a head-major KV cache.
 
 The XLA path has a hand-written backward pass in the manner of flash attention: it keeps the
-inputs and each query's log-sum-exp, and recomputes the probabilities."""
+inputs, the output and each query's log-sum-exp, and recomputes the probabilities."""
 
 from __future__ import annotations
 

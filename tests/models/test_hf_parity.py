@@ -61,8 +61,9 @@ def test_left_padded_batch_matches_transformers(pairs, preset):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_loss_gradients_match_pytorch_autograd(pairs, preset):
-    """Our hand-written backward passes (projections, norms, SwiGLU, RoPE, attention) give
-    the gradients PyTorch's autograd gives. 256 tokens: attention runs in query chunks."""
+    """Our hand-written backward passes (projections, RMSNorm, LayerNorm, SwiGLU, GELU, RoPE,
+    attention) give the gradients PyTorch's autograd gives. 256 tokens: attention runs in
+    query chunks."""
     hf, ours = pairs[preset]
     ids = np.random.default_rng(2).integers(0, ours.cfg.vocab_size, (2, 256))
     hf.zero_grad(set_to_none=True)
