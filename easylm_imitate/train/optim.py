@@ -8,6 +8,11 @@ Optimizers (`config.optimizer.name`):
   in EasyLM's trainer.
 Both sit behind global-norm clipping and use one schedule: linear warm-up from 0 to the
 peak rate, then constant, cosine or linear decay to `end_lr_ratio` x peak.
+
+`weight_decay` means the same in both: decoupled decay scaled by the schedule's current
+rate, `p <- p - lr(t) * weight_decay * p` each step (as AdamW and EasyLM's trainer apply
+it), on weight matrices and embeddings only (`decay_mask`). So at lr 0 nothing decays, and
+the paper's lr 2e-3 with weight_decay 1e-3 shrinks a matrix by 2e-6 per step.
 """
 
 from __future__ import annotations
@@ -57,12 +62,18 @@ def make_optimizer(opt_cfg, total_steps: int, mask) -> tuple[optax.GradientTrans
     if opt_cfg.clip_grad_norm > 0:
         parts.append(optax.clip_by_global_norm(opt_cfg.clip_grad_norm))
     if name == "adamw":
-        parts.append(optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
-                                 weight_decay=opt_cfg.weight_decay, mask=mask))
+        parts.append(optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps))
     else:
         parts.append(optax.adafactor(learning_rate=schedule, multiply_by_parameter_scale=True,
                                      factored=False, momentum=opt_cfg.b1, decay_rate=opt_cfg.b2,
-                                     clipping_threshold=None,
-                                     weight_decay_rate=opt_cfg.weight_decay or None,
-                                     weight_decay_mask=mask))
+                                     clipping_threshold=None))
+    if opt_cfg.weight_decay:
+        parts.append(scheduled_weight_decay(schedule, opt_cfg.weight_decay, mask))
     return optax.chain(*parts), schedule
+
+
+def scheduled_weight_decay(schedule: optax.Schedule, weight_decay: float, mask) -> optax.GradientTransformation:
+    """Adds `-schedule(t) * weight_decay * p` to the (already signed, descent-direction)
+    updates of the parameters `mask` selects: decoupled decay proportional to the current
+    learning rate. Its own step count runs in step with the optimizer's schedule."""
+    return optax.add_decayed_weights(lambda count: -schedule(count) * weight_decay, mask=mask)
