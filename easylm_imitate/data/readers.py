@@ -23,7 +23,6 @@ prepared builder directory).
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
 import re
@@ -31,7 +30,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from easylm_imitate.data.schema import RecordError, validate_record
-from easylm_imitate.fileio import LineError, iter_jsonl
+from easylm_imitate.fileio import (MAX_JSON_DEPTH, LineError, TruncatedInput, iter_chunks, iter_jsonl, json_problem,
+                                   needs_json_check, read_bytes)
 
 KINDS = ("sharegpt", "hc3", "pairs", "messages", "alpaca", "canonical")
 
@@ -95,24 +95,15 @@ def iter_items(path: str, options: ReadOptions) -> Iterator[Item]:
             return
 
 
-def _read_bytes(path: str) -> bytes:
-    if path.endswith(".gz"):
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def _first_char(path: str) -> str:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        while True:
-            chunk = f.read(4096)
-            if not chunk:
-                return ""
+    try:
+        for chunk in iter_chunks(path, 4096):
             stripped = chunk.lstrip(b"\xef\xbb\xbf \t\r\n")
             if stripped:
                 return chr(stripped[0])
+    except TruncatedInput:
+        pass
+    return ""
 
 
 def iter_file(path: str) -> Iterator[Item]:
@@ -124,8 +115,7 @@ def iter_file(path: str) -> Iterator[Item]:
         return
     for line, obj in iter_jsonl(path):
         if isinstance(obj, LineError):
-            code = "invalid_utf8" if obj.reason.startswith("invalid UTF-8") else "invalid_json"
-            yield Item(path, line, error=obj.reason, code=code)
+            yield Item(path, line, error=obj.reason, code=obj.code)
         else:
             yield Item(path, line, obj)
 
@@ -137,41 +127,52 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 def _iter_json_array(path: str) -> Iterator[Item]:
     """Elements of a (possibly truncated or damaged) JSON array, decoded one at a time.
 
-    Invalid UTF-8 bytes reject only the element that holds them. After a malformed element,
-    reading resumes at the next line indented like the first element; a file cut off
-    mid-element yields its complete elements and one `truncated` item for the rest.
+    Invalid UTF-8 bytes, nesting deeper than MAX_JSON_DEPTH and lone surrogates reject only the
+    element that holds them. After a malformed element, reading resumes at the next line
+    indented like the first element; a file cut off mid-element (or a .gz file whose compressed
+    data ends early) yields its complete elements and one `truncated` item for the rest.
     """
-    text = _read_bytes(path).decode("utf-8", errors="surrogateescape")
+    data, cut = read_bytes(path)
+    text = data.decode("utf-8", errors="surrogateescape")
     has_bad_bytes = _SURROGATE.search(text) is not None
     decoder = json.JSONDecoder()
-    pos = text.index("[") + 1
+    pos = text.index("[") + 1 if "[" in text else len(text)
     line, counted = 1 + text.count("\n", 0, pos), pos
     indent = None
     while True:
         pos = _SKIP.match(text, pos).end()
-        if pos >= len(text) or text[pos] == "]":
-            return
         line += text.count("\n", counted, pos)
         counted = pos
+        if pos >= len(text) or text[pos] == "]":
+            if cut is not None:
+                yield Item(path, line, error=f"truncated: {cut}", code="truncated")
+            return
         if indent is None:
             indent = pos - (text.rfind("\n", 0, pos) + 1)
         try:
             obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            resume = _resync(text, e.pos, indent)
-            if resume is None and text.rstrip().endswith("]"):
-                yield Item(path, line, error=f"invalid JSON ({e.msg}) in the last record", code="invalid_json")
+        except (json.JSONDecodeError, RecursionError) as e:
+            deep = isinstance(e, RecursionError)
+            resume = _resync(text, pos + 1 if deep else e.pos, indent)
+            what = f"nested more than {MAX_JSON_DEPTH} levels deep" if deep else e.msg
+            code = "too_deep" if deep else "invalid_json"
+            if resume is None and (deep or text.rstrip().endswith("]")):
+                yield Item(path, line, error=f"invalid JSON ({what}) in the last record", code=code)
                 return
             if resume is None:
-                yield Item(path, line, error=f"truncated: incomplete record at end of file "
-                                             f"({len(text) - pos} characters from line {line} on)", code="truncated")
+                why = cut or "incomplete record at end of file"
+                yield Item(path, line, error=f"truncated: {why} ({len(text) - pos} characters from line {line} on "
+                                             "are lost)", code="truncated")
                 return
             skipped = text.count("\n", pos, resume)
-            yield Item(path, line, error=f"invalid JSON ({e.msg}); skipped {skipped} lines", code="invalid_json")
+            yield Item(path, line, error=f"invalid JSON ({what}); skipped {skipped} lines", code=code)
             pos = resume
             continue
+        problem = json_problem(obj) if needs_json_check(text[pos:end]) else None
         if has_bad_bytes and _SURROGATE.search(text, pos, end):
             yield Item(path, line, error="invalid UTF-8 in record", code="invalid_utf8")
+        elif problem is not None:
+            yield Item(path, line, error=problem.reason, code=problem.code)
         else:
             yield Item(path, line, obj)
         pos = end
@@ -186,7 +187,7 @@ def _resync(text: str, start: int, indent: int) -> int | None:
         try:
             json.JSONDecoder().raw_decode(text, brace)
             return brace
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             match = pattern.search(text, brace + 1)
     return None
 

@@ -194,3 +194,30 @@ def test_ctrl_c_exits_cleanly_and_the_rerun_resumes(tmp_path):
         assert collect(stub, prompts, out).returncode == 0
         assert not set(stub.prompt_counts(outcome=None)) & done_before
     assert [r["id"] for r in read_jsonl(out)] == [f"id{i}" for i in range(300)]
+
+
+def test_hostile_lines_and_a_cut_gzip_are_rejected_and_every_valid_prompt_is_collected(tmp_path):
+    from easylm_imitate.testing.hostile_lines import lone_surrogate_line, nested_json_line, write_truncated_gz
+
+    lines = [json.dumps({"id": f"p{i}", "prompt": f"prompt {i}"}) for i in range(10)]
+    lines.insert(3, nested_json_line(field="prompt", id="deep"))
+    lines.insert(6, lone_surrogate_line({"id": "s", "prompt": "x\ud800y"}))
+    plain = tmp_path / "prompts.jsonl"
+    write_lines(plain, lines)
+    cut = tmp_path / "prompts.jsonl.gz"
+    whole = write_truncated_gz(cut, [json.dumps({"id": f"g{i}", "prompt": f"gz prompt {i} " + "word " * (i % 7)})
+                                     for i in range(400)])
+    with OpenAIStub(responder=reply_for) as stub:
+        done = collect(stub, plain, tmp_path / "a.jsonl")
+        assert done.returncode == 0, done.stderr
+        done = collect(stub, cut, tmp_path / "b.jsonl")
+        assert done.returncode == 0, done.stderr
+        assert len(stub.request_log) == 10 + whole
+    assert [r["id"] for r in read_jsonl(tmp_path / "a.jsonl")] == [f"p{i}" for i in range(10)]
+    rejects = read_jsonl(tmp_path / "a.jsonl.rejects.jsonl")
+    assert [(r["file"], r["line"]) for r in rejects] == [(str(plain), 4), (str(plain), 7)]
+    assert "nested" in rejects[0]["reason"] and "surrogate" in rejects[1]["reason"]
+    assert [r["id"] for r in read_jsonl(tmp_path / "b.jsonl")] == [f"g{i}" for i in range(whole)]
+    rejects = read_jsonl(tmp_path / "b.jsonl.rejects.jsonl")
+    assert [(r["file"], r["line"]) for r in rejects] == [(str(cut), whole + 1)]
+    assert "truncated" in rejects[0]["reason"]
