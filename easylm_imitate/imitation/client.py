@@ -9,7 +9,9 @@ limits, retries 429/5xx/timeouts/connection errors/malformed bodies with exponen
 and jitter (waiting at least `Retry-After` when the server sends it, and pausing every request
 while a rate limit is in force), and records each success in the journal before counting it.
 A request already answered in the journal is never sent again: it is the same request when its
-canonical JSON (see `normalize_request`) and the model name are the same.
+canonical JSON (see `normalize_request`) and the model name are the same. Before a request is
+sent it is claimed in the journal (a lease, see `Journal.claim`), so clients in several
+processes sharing one journal split the work and never send the same request twice.
 
 401/403/404 (bad key, unknown model or endpoint) raise `FatalAPIError` from `chat`: no request
 could succeed. Other failures come back as a `ChatResult` with `error` set and are retried by
@@ -25,13 +27,14 @@ import json
 import math
 import os
 import random
+import sqlite3
 import threading
 import time
 
 import openai
 from tqdm.auto import tqdm
 
-from easylm_imitate.imitation.journal import Journal
+from easylm_imitate.imitation.journal import BUSY, CLAIMED, DONE, Journal, owner_id
 from easylm_imitate.imitation.ratelimit import RateLimiter
 from easylm_imitate.imitation.retry import FatalAPIError, MalformedResponse, backoff_delay, classify
 
@@ -133,7 +136,8 @@ class ChatClient:
                  max_in_flight: int = 8, requests_per_minute: float | None = None,
                  tokens_per_minute: float | None = None, max_retries: int = 8, timeout: float = 120.0,
                  price_per_1k_prompt: float = 0.0, price_per_1k_completion: float = 0.0, progress: bool = True,
-                 backoff_base: float = 1.0, backoff_max: float = 60.0, seed: int | None = None):
+                 backoff_base: float = 1.0, backoff_max: float = 60.0, seed: int | None = None,
+                 lease_seconds: float = 60.0):
         """Connect to `base_url` (e.g. http://host:8000/v1) for `model`.
 
         journal: sqlite file recording every request (None: in memory, nothing survives the process).
@@ -143,11 +147,15 @@ class ChatClient:
         price_per_1k_*: for the cost in `stats()`.
         backoff_base / backoff_max: exponential backoff (seconds) when no Retry-After is given.
         seed: seeds the backoff jitter (None: random).
+        lease_seconds: how long a claim on a request in flight lasts unless renewed (renewed every
+        third of it while this client runs); other processes sharing the journal wait for it.
         """
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         self.base_url, self.model = base_url, model
         self.max_in_flight, self.max_retries = max_in_flight, max_retries
         self.prices = (price_per_1k_prompt, price_per_1k_completion)
@@ -155,6 +163,8 @@ class ChatClient:
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self._rng = random.Random(seed)
         self.journal = Journal(journal)
+        self.lease_seconds = lease_seconds
+        self._owner = owner_id()
         self._limits = (requests_per_minute, tokens_per_minute)
         self._stats = {"requests": 0, "from_journal": 0, "sent": 0, "succeeded": 0, "failed": 0, "retries": 0,
                        "prompt_tokens": 0, "completion_tokens": 0, "errors": {}}
@@ -240,6 +250,7 @@ class ChatClient:
         bar = tqdm(total=len(requests), initial=len(requests) - sum(map(len, pending.values())), unit="req",
                    desc=f"chat {self.model}", disable=not self.progress, dynamic_ncols=True)
         tasks = {asyncio.ensure_future(self._one(key, requests[idx[0]])): idx for key, idx in pending.items()}
+        renewer = asyncio.ensure_future(self._renew_claims())
         try:
             for next_done in asyncio.as_completed(list(tasks)):
                 result = await next_done
@@ -249,9 +260,10 @@ class ChatClient:
                 bar.set_postfix(sent=self._stats["sent"], retries=self._stats["retries"],
                                 failed=self._stats["failed"], cost=f"{self.stats()['cost']:.4f}", refresh=False)
         finally:
-            for task in tasks:
+            for task in (*tasks, renewer):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, renewer, return_exceptions=True)
+            self.journal.release(None, self._owner)
             bar.close()
         return results
 
@@ -259,46 +271,87 @@ class ChatClient:
         while (left := self._pause_until - time.monotonic()) > 0:
             await asyncio.sleep(left)
 
-    async def _one(self, key: str, request: dict) -> ChatResult:
-        attempt = 0
+    async def _renew_claims(self) -> None:
+        """Keep this client's leases alive while a `chat` call runs."""
         while True:
-            estimate = _estimate_tokens(request)
-            await self._wait_out_pause()
-            await self._limiter.acquire(estimate)
-            async with self._sem:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                self.journal.renew(self._owner, self.lease_seconds)
+            except sqlite3.OperationalError:  # locked for longer than the timeout: try again next time
+                pass
+
+    async def _one(self, key: str, request: dict) -> ChatResult:
+        """Answer one request: claim it in the journal, send it (with retries), journal the answer.
+
+        While another process holds the claim, wait (polling) until it is answered, released or
+        its lease runs out; an answer found in the journal is returned without sending.
+        """
+        attempt, claimed, polls = 0, False, 0
+        try:
+            while True:
+                estimate = _estimate_tokens(request)
                 await self._wait_out_pause()
-                self._stats["sent"] += 1
-                try:
-                    response = await self._openai.chat.completions.create(model=self.model, **request)
-                    texts, usage, finish = _unpack(response, request.get("n", 1))
-                    failure = None
-                except Exception as e:  # classify() re-raises what it does not recognise
-                    failure = classify(e)
-            if failure is None:
-                self._limiter.settle(estimate, usage["prompt_tokens"] + usage["completion_tokens"])
-                self.journal.put_success(key, self.model, request, texts, usage, finish)
-                self._stats["succeeded"] += 1
-                self._stats["prompt_tokens"] += usage["prompt_tokens"]
-                self._stats["completion_tokens"] += usage["completion_tokens"]
-                return ChatResult(key, request, texts, usage, None, finish)
-            errors = self._stats["errors"]
-            errors[failure.kind] = errors.get(failure.kind, 0) + 1
-            if failure.fatal:
-                raise FatalAPIError(f"{self.base_url} (model {self.model!r}): {failure.message}")
-            if not failure.retryable or attempt >= self.max_retries:
-                self._stats["failed"] += 1
-                error = f"{failure.kind}: {failure.message} (after {attempt + 1} attempt(s))"
-                self.journal.put_failure(key, self.model, request, error, attempt + 1)
-                return ChatResult(key, request, [], {"prompt_tokens": 0, "completion_tokens": 0}, error)
-            if failure.retry_after is not None:
-                delay = failure.retry_after * (1.0 + 0.1 * self._rng.random())
-                if failure.kind == "rate_limit":  # everyone waits while the limit is in force
-                    self._pause_until = max(self._pause_until, time.monotonic() + delay)
-            else:
-                delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, self._rng)
-            attempt += 1
-            self._stats["retries"] += 1
-            await asyncio.sleep(delay)
+                await self._limiter.acquire(estimate)
+                async with self._sem:
+                    await self._wait_out_pause()
+                    state = CLAIMED if claimed else self.journal.claim(key, self._owner, self.lease_seconds)
+                    if state != CLAIMED:
+                        self._limiter.refund(estimate)
+                    else:
+                        claimed = True
+                        self._stats["sent"] += 1
+                        try:
+                            response = await self._openai.chat.completions.create(model=self.model, **request)
+                            texts, usage, finish = _unpack(response, request.get("n", 1))
+                            failure = None
+                        except Exception as e:  # classify() re-raises what it does not recognise
+                            failure = classify(e)
+                if state == DONE:
+                    entry = self.journal.get_many([key])[key]
+                    self._stats["from_journal"] += 1
+                    return ChatResult(key, request, entry["texts"], entry["usage"], None, entry["finish_reasons"],
+                                      from_journal=True)
+                if state == BUSY:  # another process is sending it
+                    await asyncio.sleep(min(self.lease_seconds / 3, 0.05 * 2 ** min(polls, 5)))
+                    polls += 1
+                    continue
+                if failure is None:
+                    self._limiter.settle(estimate, usage["prompt_tokens"] + usage["completion_tokens"])
+                    self.journal.put_success(key, self.model, request, texts, usage, finish)  # drops the claim
+                    claimed = False
+                    self._stats["succeeded"] += 1
+                    self._stats["prompt_tokens"] += usage["prompt_tokens"]
+                    self._stats["completion_tokens"] += usage["completion_tokens"]
+                    return ChatResult(key, request, texts, usage, None, finish)
+                delay, error = self._after_failure(key, request, failure, attempt)
+                if error is not None:
+                    return ChatResult(key, request, [], {"prompt_tokens": 0, "completion_tokens": 0}, error)
+                attempt += 1
+                await asyncio.sleep(delay)
+        finally:
+            if claimed:
+                self.journal.release(key, self._owner)
+
+    def _after_failure(self, key: str, request: dict, failure, attempt: int) -> tuple[float, str | None]:
+        """Count a failed try: (delay before the next, None), or (0, error) when it was the last
+        (journaled as a failure). Raises FatalAPIError when no request could succeed."""
+        errors = self._stats["errors"]
+        errors[failure.kind] = errors.get(failure.kind, 0) + 1
+        if failure.fatal:
+            raise FatalAPIError(f"{self.base_url} (model {self.model!r}): {failure.message}")
+        if not failure.retryable or attempt >= self.max_retries:
+            self._stats["failed"] += 1
+            error = f"{failure.kind}: {failure.message} (after {attempt + 1} attempt(s))"
+            self.journal.put_failure(key, self.model, request, error, attempt + 1)
+            return 0.0, error
+        if failure.retry_after is not None:
+            delay = failure.retry_after * (1.0 + 0.1 * self._rng.random())
+            if failure.kind == "rate_limit":  # everyone waits while the limit is in force
+                self._pause_until = max(self._pause_until, time.monotonic() + delay)
+        else:
+            delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, self._rng)
+        self._stats["retries"] += 1
+        return delay, None
 
 
 def _unpack(response, n: int) -> tuple[list[str], dict, list]:

@@ -3,15 +3,22 @@
 A success is committed (and fsync'd) before the client counts it, so after a crash, kill -9 or
 Ctrl-C a rerun finds it and never sends that request again. Failures are recorded too (last
 error and attempt count, for diagnosis) but do not stop a rerun from trying again.
+
+A request in flight is *claimed*: a lease row (key, owner, expiry) taken in one write
+transaction, so of several processes sharing a journal only one sends each request. The owner
+renews its leases while it works and drops them when done. A lease whose expiry has passed, or
+whose owner is a process of this host that no longer exists, is taken over.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 
 _SCHEMA = """
@@ -21,7 +28,40 @@ CREATE TABLE IF NOT EXISTS responses (
 CREATE TABLE IF NOT EXISTS failures (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, error TEXT NOT NULL,
     attempts INTEGER NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
 """
+
+CLAIMED, BUSY, DONE = "claimed", "busy", "done"
+
+
+def owner_id() -> str:
+    """A claim owner name unique to this call: `host:pid:random`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_alive(owner: str) -> bool:
+    """False only when `owner` names a process of this host that no longer exists.
+
+    Owners on other hosts cannot be checked (their leases end by expiry), nor can a recycled pid
+    be told from the original (it just waits for the lease to expire).
+    """
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname():
+        return True
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: someone else's live process
+        return True
+    return True
 
 
 class Journal:
@@ -72,6 +112,7 @@ class Journal:
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key, model, _dumps(request), _dumps(texts), _dumps(usage), _dumps(finish_reasons), time.time()))
             self._db.execute("DELETE FROM failures WHERE key = ?", (key,))
+            self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
 
     def put_failure(self, key: str, model: str, request: dict, error: str, attempts: int) -> None:
         """Record that a request failed after `attempts` tries (a rerun tries it again)."""
@@ -79,6 +120,40 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
                              (key, model, _dumps(request), error, attempts, time.time()))
+
+    def claim(self, key: str, owner: str, lease_seconds: float) -> str:
+        """Try to become the one process that sends request `key`; atomic across processes.
+
+        Returns "done" when the journal already holds its answer, "busy" when another live owner
+        holds an unexpired lease on it, else "claimed": `owner` now holds (or renews) a lease
+        that expires `lease_seconds` from now.
+        """
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._db.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone():
+                return DONE
+            row = self._db.execute("SELECT owner, expires FROM claims WHERE key = ?", (key,)).fetchone()
+            now = time.time()
+            if row is not None and row[0] != owner and row[1] > now and owner_alive(row[0]):
+                return BUSY
+            self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (key, owner, now + lease_seconds))
+            return CLAIMED
+
+    def renew(self, owner: str, lease_seconds: float) -> int:
+        """Extend every lease `owner` holds to `lease_seconds` from now; returns how many."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            return self._db.execute("UPDATE claims SET expires = ? WHERE owner = ?",
+                                    (time.time() + lease_seconds, owner)).rowcount
+
+    def release(self, key: str | None, owner: str) -> None:
+        """Drop `owner`'s lease on `key` (None: all of its leases); others' leases are untouched."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if key is None:
+                self._db.execute("DELETE FROM claims WHERE owner = ?", (owner,))
+            else:
+                self._db.execute("DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner))
 
     def successes(self) -> Iterator[tuple[str, dict]]:
         """(key, entry) for every recorded success, oldest first."""

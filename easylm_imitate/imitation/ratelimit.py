@@ -61,6 +61,12 @@ class RateLimiter:
             self._requests.take(1.0)
             self._tokens.take(tokens)
 
+    def refund(self, tokens: float) -> None:
+        """Give back what `acquire(tokens)` took, for a request that was not sent after all."""
+        for bucket, cost in ((self._requests, 1.0), (self._tokens, tokens)):
+            if bucket.rate is not None:
+                bucket.level = min(bucket.capacity, bucket.level + cost)
+
     def settle(self, estimated: float, actual: float) -> None:
         """Correct the token bucket once the real usage of a request is known."""
         self._tokens.take(actual - estimated)
