@@ -31,13 +31,15 @@ def attention_mask(q_slots: jax.Array, kv_slots: jax.Array, q_segments: jax.Arra
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str) -> jax.Array:
     """Grouped-query attention. q [B,Tq,H,D], k/v [B,Tk,Hkv,D], mask [B,1,Tq,Tk] -> [B,Tq,H,D].
 
-    `impl` is 'xla' (explicit einsums with a float32 softmax) or 'dot_product' / 'cudnn'
-    (`jax.nn.dot_product_attention`, which picks cuDNN flash attention on GPU).
+    `impl` is 'xla' (explicit einsums with a float32 softmax), 'dot_product'
+    (`jax.nn.dot_product_attention` compiled by XLA on every backend: the full score matrix,
+    JAX's own autodiff) or 'cudnn' (the same function's cuDNN flash-attention kernel: GPU
+    only, bfloat16/float16 inputs). JAX does not pick cuDNN by itself: its default
+    implementation is XLA, so GPU runs that want the fused kernel ask for 'cudnn'.
     """
     if impl in ("dot_product", "cudnn"):
-        implementation = "cudnn" if impl == "cudnn" else None
         return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=q.shape[-1] ** -0.5,
-                                            implementation=implementation)
+                                            implementation="cudnn" if impl == "cudnn" else "xla")
     qh, kh, vh = _to_head_major(q, k, v)
     return _from_head_major(_head_major_attention(qh, kh, vh, mask))
 
@@ -113,21 +115,22 @@ def _attention_fwd(qh, kh, vh, mask):
 def _attention_bwd(residuals, g):
     qh, kh, vh, mask, lse, out = residuals
     dqs, dk, dv = _attention_grads(_scaled(qh), kh, vh, mask, lse, out, g)
-    return _scaled(dqs).astype(qh.dtype), dk, dv, None
+    return _scaled(dqs).astype(qh.dtype), dk.astype(kh.dtype), dv.astype(vh.dtype), None
 
 
 def _attention_grads(qs, kh, vh, mask, lse, out, g):
     """Gradients of `_attention_forward`'s output for the scaled queries, k and v, from its
     saved log-sum-exp and output (softmax's backward term sum(dP * P) equals sum(dO * O),
-    which needs no pass over the score-sized arrays)."""
+    which needs no pass over the score-sized arrays). All three come back in float32 (one
+    rounding at the end; callers summing dK/dV over query chunks accumulate in float32)."""
     probs = jnp.exp(_masked_scores(qs, kh, mask) - lse)
-    dv = jnp.einsum("bgrqk,bgrqd->bgkd", probs.astype(vh.dtype), g)
+    dv = jnp.einsum("bgrqk,bgrqd->bgkd", probs.astype(vh.dtype), g, preferred_element_type=jnp.float32)
     dp = jnp.einsum("bgrqd,bgkd->bgrqk", g, vh, preferred_element_type=jnp.float32)
     row = jnp.sum(g.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
     ds = probs * (dp - row)
-    dqs = jnp.einsum("bgrqk,bgkd->bgrqd", ds.astype(kh.dtype), kh)
-    dk = jnp.einsum("bgrqk,bgrqd->bgkd", ds.astype(qs.dtype), qs)
-    return dqs, dk.astype(kh.dtype), dv.astype(vh.dtype)
+    dqs = jnp.einsum("bgrqk,bgkd->bgrqd", ds.astype(kh.dtype), kh, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("bgrqk,bgrqd->bgkd", ds.astype(qs.dtype), qs, preferred_element_type=jnp.float32)
+    return dqs, dk, dv
 
 
 _head_major_attention.defvjp(_attention_fwd, _attention_bwd)
@@ -169,7 +172,8 @@ def _causal_chunked_fwd(qh, kh, vh, mask, chunk):
 def _causal_chunked_bwd(chunk, residuals, g):
     qh, kh, vh, mask, lses, out = residuals
     qs = _scaled(qh)
-    dqs, dk, dv = [], jnp.zeros_like(kh), jnp.zeros_like(vh)
+    dqs = []
+    dk, dv = jnp.zeros(kh.shape, jnp.float32), jnp.zeros(vh.shape, jnp.float32)
     for i, s in enumerate(range(0, qh.shape[3], chunk)):
         e = s + chunk
         dq_i, dk_i, dv_i = _attention_grads(qs[:, :, :, s:e], kh[:, :, :e], vh[:, :, :e], mask[:, :, s:e, :e],
@@ -177,7 +181,7 @@ def _causal_chunked_bwd(chunk, residuals, g):
         dqs.append(dq_i)
         dk = dk.at[:, :, :e].add(dk_i)
         dv = dv.at[:, :, :e].add(dv_i)
-    return _scaled(jnp.concatenate(dqs, axis=3)).astype(qh.dtype), dk, dv, None
+    return _scaled(jnp.concatenate(dqs, axis=3)).astype(qh.dtype), dk.astype(kh.dtype), dv.astype(vh.dtype), None
 
 
 _causal_chunked_attention.defvjp(_causal_chunked_fwd, _causal_chunked_bwd)
