@@ -85,7 +85,6 @@ class TruncatedInput(ValueError):
 MAX_JSON_DEPTH = 128
 _CHUNK = 1 << 20
 _CUT_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -179,17 +178,25 @@ def loads_checked(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise BadJSON(f"invalid JSON ({e.msg} at column {e.colno})", "invalid_json") from None
     except RecursionError:
         raise BadJSON(f"invalid JSON (nested more than {max_depth} levels deep)", "too_deep") from None
-    if needs_json_check(text, max_depth):
-        problem = json_problem(value, max_depth)
-        if problem is not None:
-            raise problem
+    problem = checked_value_problem(text, value, max_depth)
+    if problem is not None:
+        raise problem
     return value
 
 
-def needs_json_check(text: str, max_depth: int = MAX_JSON_DEPTH) -> bool:
-    """False when `text` surely parses to a value `json_problem` accepts (a cheap pre-check)."""
-    return (_SURROGATE_ESCAPE.search(text) is not None or _SURROGATE.search(text) is not None
-            or text.count("[") + text.count("{") > max_depth)
+def checked_value_problem(text: str, value: Any, max_depth: int = MAX_JSON_DEPTH) -> BadJSON | None:
+    """`json_problem(value)` for the value parsed from JSON `text` (UTF-8-clean), checking only
+    what the text makes possible: most records cost two substring scans and a count."""
+    deep = text.count("[") + text.count("{") > max_depth
+    if not deep and "\\ud" not in text and "\\uD" not in text:
+        return None  # no surrogate escape, so no surrogate: decoded UTF-8 cannot hold one
+    if not deep:
+        try:  # C speed; surrogate pairs (emoji) are fine, a lone half fails to encode
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+            return None
+        except (UnicodeEncodeError, RecursionError):
+            pass
+    return json_problem(value, max_depth)
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any | LineError]]:

@@ -30,8 +30,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from easylm_imitate.data.schema import RecordError, validate_record
-from easylm_imitate.fileio import (MAX_JSON_DEPTH, LineError, TruncatedInput, iter_chunks, iter_jsonl, json_problem,
-                                   needs_json_check, read_bytes)
+from easylm_imitate.fileio import (MAX_JSON_DEPTH, LineError, TruncatedInput, checked_value_problem, iter_chunks,
+                                   iter_jsonl, read_bytes)
 
 KINDS = ("sharegpt", "hc3", "pairs", "messages", "alpaca", "canonical")
 
@@ -168,10 +168,9 @@ def _iter_json_array(path: str) -> Iterator[Item]:
             yield Item(path, line, error=f"invalid JSON ({what}); skipped {skipped} lines", code=code)
             pos = resume
             continue
-        problem = json_problem(obj) if needs_json_check(text[pos:end]) else None
         if has_bad_bytes and _SURROGATE.search(text, pos, end):
             yield Item(path, line, error="invalid UTF-8 in record", code="invalid_utf8")
-        elif problem is not None:
+        elif (problem := checked_value_problem(text[pos:end], obj)) is not None:
             yield Item(path, line, error=problem.reason, code=problem.code)
         else:
             yield Item(path, line, obj)
