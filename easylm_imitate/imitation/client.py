@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -43,6 +44,7 @@ __all__ = ["ChatClient", "ChatResult", "FatalAPIError", "api_key_from_env", "nor
 REQUEST_FIELDS = ("messages", "temperature", "max_tokens", "n", "seed", "top_p", "stop")
 _FLOAT_FIELDS = ("temperature", "top_p")
 _INT_FIELDS = ("max_tokens", "n", "seed")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _COMPLETION_GUESS = 512  # tokens assumed per choice for the TPM limit when max_tokens is unset
 
 
@@ -363,7 +365,10 @@ def _unpack(response, n: int) -> tuple[list[str], dict, list]:
     for c in choices:
         if c.message is None:
             raise MalformedResponse(f"choice {c.index} has no message")
-        texts.append(c.message.content or "")
+        text = c.message.content or ""
+        if _LONE_SURROGATE.search(text):  # JSON can carry "\ud800"; no journal or output file can
+            raise MalformedResponse(f"choice {c.index} holds a lone surrogate (text that is not valid Unicode)")
+        texts.append(text)
     usage = getattr(response, "usage", None)
     usage = {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
              "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}

@@ -266,10 +266,10 @@ class OpenAIStub:
             raise ValueError(f"responder must return a string or a list of {n} strings")
         return texts
 
-    def _completion(self, body: dict, texts: list[str], index: int) -> JSONResponse:
+    def _completion(self, body: dict, texts: list[str], index: int) -> Response:
         prompt_tokens = sum(_words(m["content"]) for m in body["messages"] if isinstance(m["content"], str))
         completion_tokens = sum(_words(t) for t in texts)
-        return JSONResponse({
+        return _AsciiJSONResponse({
             "id": f"chatcmpl-stub-{index}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"],
             "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop",
@@ -293,6 +293,14 @@ class OpenAIStub:
         self._end(record, "drop", 200)  # "drop": half a body, then the connection goes away
         return StreamingResponse(_half_then_die(), 200, headers={"content-length": "4096"},
                                  media_type="application/json")
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with \\u escapes, so a responder can send any string, lone surrogates included
+    (as a hostile server might)."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 async def _half_then_die():

@@ -221,3 +221,19 @@ def test_hostile_lines_and_a_cut_gzip_are_rejected_and_every_valid_prompt_is_col
     rejects = read_jsonl(tmp_path / "b.jsonl.rejects.jsonl")
     assert [(r["file"], r["line"]) for r in rejects] == [(str(cut), whole + 1)]
     assert "truncated" in rejects[0]["reason"]
+
+
+def test_a_reply_holding_a_lone_surrogate_fails_only_its_prompt(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    write_lines(prompts, [{"id": str(i), "prompt": f"p{i}"} for i in range(4)])
+    out = tmp_path / "out.jsonl"
+
+    def responder(body):
+        return "bad \ud800 reply" if body["messages"][-1]["content"] == "p1" else reply_for(body)
+
+    with OpenAIStub(responder=responder) as stub:
+        done = collect(stub, prompts, out, "--max_retries=1")
+    assert done.returncode == 1 and "1 prompt sample(s) failed" in done.stderr and "Traceback" not in done.stderr
+    assert [r["id"] for r in read_jsonl(out)] == ["0", "2", "3"]
+    failures = json.loads((tmp_path / "out.jsonl.report.json").read_text())["failures"]
+    assert [f["id"] for f in failures] == ["1"] and "lone surrogate" in failures[0]["error"]
