@@ -9,6 +9,7 @@ tokenizer and chat template come through transformers' GGUF tokenizer support.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 
@@ -17,6 +18,7 @@ import numpy as np
 from easylm_imitate import checkpoint
 from easylm_imitate.convert.hf_config import ConversionError
 from easylm_imitate.convert.hf_weights import params_from_hf
+from easylm_imitate.convert.output_dir import check_out, staged_output
 from easylm_imitate.models import ModelConfig
 
 # Short names for GGUF files shipped by installable packages: name -> (package, file).
@@ -85,6 +87,8 @@ def config_from_gguf(reader) -> ModelConfig:
     vocab = _field(reader, "llama.vocab_size") or len(_field(reader, "tokenizer.ggml.tokens", []))
     # Float metadata is stored as float32; round away the float32 noise (9.99999974e-06 -> 1e-05).
     eps = float(f"{float(need('attention.layer_norm_rms_epsilon')):.6g}")
+    if not eps > 0 or math.isinf(eps):
+        raise ConversionError(f"GGUF metadata llama.attention.layer_norm_rms_epsilon={eps} must be a finite number > 0")
     return ModelConfig(
         arch="llama", vocab_size=int(vocab), hidden_size=hidden, intermediate_size=int(need("feed_forward_length")),
         num_layers=int(need("block_count")), num_heads=heads,
@@ -145,18 +149,19 @@ def load_gguf_tokenizer(path: str):
 def gguf_to_checkpoint(gguf: str, out: str | os.PathLike) -> str:
     """Convert a LLaMA-family GGUF file (path or shipped name) into a parameter checkpoint at `out`."""
     out = os.path.abspath(os.fspath(out))
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise ConversionError(f"{out}: output already exists and is not an empty directory")
+    check_out(out)
     path = resolve_gguf(gguf)
     reader = open_gguf(path)
     cfg = config_from_gguf(reader)
-    params = params_from_hf(cfg, gguf_tensor_getter(reader, cfg))
-    tokenizer = load_gguf_tokenizer(path)
-    import gguf as gguf_lib
+    with staged_output(out) as staging:
+        params = params_from_hf(cfg, gguf_tensor_getter(reader, cfg), source=path)
+        tokenizer = load_gguf_tokenizer(path)
+        import gguf as gguf_lib
 
-    file_type = _field(reader, "general.file_type")
-    meta = {"source": {"format": "gguf", "path": path, "name": _field(reader, "general.name"),
-                       "file_type": gguf_lib.LlamaFileType(file_type).name if file_type is not None else None},
-            "generation_config": {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id},
-            "chat_template": _field(reader, "tokenizer.chat_template")}
-    return checkpoint.save_params(out, cfg, params, tokenizer=tokenizer, extra_meta=meta)
+        file_type = _field(reader, "general.file_type")
+        meta = {"source": {"format": "gguf", "path": path, "name": _field(reader, "general.name"),
+                           "file_type": gguf_lib.LlamaFileType(file_type).name if file_type is not None else None},
+                "generation_config": {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id},
+                "chat_template": _field(reader, "tokenizer.chat_template")}
+        checkpoint.save_params(staging, cfg, params, tokenizer=tokenizer, extra_meta=meta)
+    return out

@@ -3,18 +3,16 @@ generation settings carried across."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
 from easylm_imitate import checkpoint
 from easylm_imitate.convert.hf_config import ConversionError, config_from_hf, config_to_hf
-from easylm_imitate.convert.hf_weights import params_from_hf, params_to_hf, unexpected_tensors
+from easylm_imitate.convert.hf_weights import params_from_hf, params_to_hf, tied_head_conflict, unexpected_tensors
+from easylm_imitate.convert.output_dir import check_out, staged_output
 from easylm_imitate.convert.safetensors_dir import SafetensorsReader, write_safetensors
 from easylm_imitate.models import ModelConfig
 
@@ -28,12 +26,8 @@ def _read_json(path: str) -> dict:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise ConversionError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
-
-
-def _check_out(out: str) -> None:
-    """Refuse to overwrite: `out` must be absent or an empty directory."""
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise ConversionError(f"{out}: output already exists and is not an empty directory")
+    except UnicodeDecodeError as e:
+        raise ConversionError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def load_hf_tokenizer(hf_dir: str):
@@ -43,7 +37,11 @@ def load_hf_tokenizer(hf_dir: str):
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(hf_dir)
+    try:
+        return AutoTokenizer.from_pretrained(hf_dir)
+    except Exception as e:  # transformers raises many kinds; the user needs the file and the reason
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConversionError(f"{hf_dir}: cannot load the tokenizer ({reason})") from e
 
 
 def hf_dir_to_checkpoint(hf_dir: str | os.PathLike, out: str | os.PathLike) -> str:
@@ -58,10 +56,10 @@ def hf_dir_to_checkpoint(hf_dir: str | os.PathLike, out: str | os.PathLike) -> s
     config_path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(config_path):
         raise ConversionError(f"{config_path}: missing (not a Hugging Face model directory)")
-    _check_out(out)
+    check_out(out)
     hf_config = _read_json(config_path)
-    cfg = config_from_hf(hf_config)
-    with SafetensorsReader(hf_dir) as reader:
+    cfg = config_from_hf(hf_config, config_path)
+    with staged_output(out) as staging, SafetensorsReader(hf_dir) as reader:
         names = reader.keys()
         if cfg.arch == "gpt2":  # checkpoints saved from GPT2Model lack the `transformer.` prefix
             names = {n if n.startswith(("transformer.", "lm_head.")) else "transformer." + n: n for n in names}
@@ -71,29 +69,21 @@ def hf_dir_to_checkpoint(hf_dir: str | os.PathLike, out: str | os.PathLike) -> s
         if extra:
             raise ConversionError(f"{hf_dir}: tensor {extra[0]} has no place in a {cfg.arch} model "
                                   f"({len(extra)} unexpected tensors)")
-        params = params_from_hf(cfg, lambda name: reader.get_tensor(names[name]))
-    tokenizer = load_hf_tokenizer(hf_dir)
-    gen_path = os.path.join(hf_dir, "generation_config.json")
-    meta = {"source": {"format": "hf", "path": hf_dir, "architectures": hf_config.get("architectures")},
-            "generation_config": _read_json(gen_path) if os.path.isfile(gen_path) else None,
-            "chat_template": getattr(tokenizer, "chat_template", None)}
-    return checkpoint.save_params(out, cfg, params, tokenizer=tokenizer, extra_meta=meta)
 
+        def get_tensor(name):
+            return reader.get_tensor(names[name])
 
-@contextlib.contextmanager
-def atomic_directory(out: str):
-    """Yield a temporary directory beside `out` that becomes `out` only if the block succeeds."""
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out) + ".partial-", dir=parent)
-    try:
-        yield tmp
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty, checked by _check_out
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        conflict = tied_head_conflict(cfg, names, get_tensor)
+        if conflict:
+            raise ConversionError(f"{hf_dir}: {conflict}")
+        params = params_from_hf(cfg, get_tensor, source=hf_dir)
+        tokenizer = load_hf_tokenizer(hf_dir)
+        gen_path = os.path.join(hf_dir, "generation_config.json")
+        meta = {"source": {"format": "hf", "path": hf_dir, "architectures": hf_config.get("architectures")},
+                "generation_config": _read_json(gen_path) if os.path.isfile(gen_path) else None,
+                "chat_template": getattr(tokenizer, "chat_template", None)}
+        checkpoint.save_params(staging, cfg, params, tokenizer=tokenizer, extra_meta=meta)
+    return out
 
 
 def generation_config(cfg: ModelConfig, meta: dict | None) -> dict:
@@ -111,13 +101,14 @@ def write_hf_dir(out: str | os.PathLike, cfg: ModelConfig, params, tokenizer=Non
     out = os.path.abspath(os.fspath(out))
     if dtype not in EXPORT_DTYPES:
         raise ConversionError(f"dtype: expected one of {EXPORT_DTYPES}, got {dtype!r}")
-    _check_out(out)
+    check_out(out)
     np_dtype = np.float32
     if dtype == "bfloat16":
         import ml_dtypes
 
         np_dtype = ml_dtypes.bfloat16
-    with atomic_directory(out) as tmp:
+    with staged_output(out) as tmp:
+        os.mkdir(tmp)
         tensors = params_to_hf(cfg, params, np_dtype)
         write_safetensors(tmp, tensors, max_shard_size)
         del tensors
@@ -137,7 +128,7 @@ def checkpoint_to_hf_dir(checkpoint_dir: str | os.PathLike, out: str | os.PathLi
     from flax import nnx
 
     checkpoint_dir, out = os.path.abspath(os.fspath(checkpoint_dir)), os.path.abspath(os.fspath(out))
-    _check_out(out)
+    check_out(out)
     if dtype not in EXPORT_DTYPES:
         raise ConversionError(f"dtype: expected one of {EXPORT_DTYPES}, got {dtype!r}")
     model, tokenizer = easylm_imitate.load(checkpoint_dir)

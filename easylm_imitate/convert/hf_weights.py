@@ -20,7 +20,7 @@ from easylm_imitate.models import ModelConfig
 
 __all__ = ["ConversionError", "TensorMap", "config_from_hf", "config_to_hf", "from_torch_model",
            "model_from_params", "params_from_hf", "params_to_hf", "tensor_maps", "to_torch_model",
-           "to_torch_state_dict", "unexpected_tensors"]
+           "tied_head_conflict", "to_torch_state_dict", "unexpected_tensors"]
 
 # Buffers some HF checkpoints carry that are not parameters.
 _IGNORED = re.compile(r"(rotary_emb\.inv_freq|\.attn\.bias|\.attn\.masked_bias)$")
@@ -121,6 +121,25 @@ def unexpected_tensors(cfg: ModelConfig, names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if n not in expected and n not in ignored and not _IGNORED.search(n))
 
 
+def tied_head_conflict(cfg: ModelConfig, names: Iterable[str], get_tensor: Callable[[str], np.ndarray]) -> str | None:
+    """Why a checkpoint whose config ties the output layer to the embedding cannot be
+    converted, or None: an `lm_head.weight` it carries anyway must equal the embedding
+    (it is dropped, as transformers drops it on load), else converting would silently
+    change the model's logits."""
+    if not cfg.tie_embeddings or "lm_head.weight" not in set(names):
+        return None
+    embed_name = "model.embed_tokens.weight" if cfg.arch == "llama" else "transformer.wte.weight"
+    head, embed = np.asarray(get_tensor("lm_head.weight")), np.asarray(get_tensor(embed_name))
+    if head.shape != embed.shape:
+        return f"lm_head.weight has shape {head.shape} but the tied {embed_name} has {embed.shape}"
+    if np.array_equal(head, embed):
+        return None
+    diff = float(np.max(np.abs(head.astype(np.float32) - embed.astype(np.float32))))
+    fix = ("config.json says tie_word_embeddings=true; set it to false to keep the separate output layer"
+           if cfg.arch == "llama" else "GPT-2 always ties them (a separate output layer is not supported)")
+    return f"lm_head.weight differs from {embed_name} (max abs difference {diff:.3g}), but {fix}"
+
+
 def _set(tree: dict, path: str, value) -> None:
     *parents, leaf = path.split("/")
     for p in parents:
@@ -134,12 +153,15 @@ def _get(tree: Mapping, path: str):
     return tree
 
 
-def params_from_hf(cfg: ModelConfig, get_tensor: Callable[[str], np.ndarray], progress: bool = True) -> dict:
+def params_from_hf(cfg: ModelConfig, get_tensor: Callable[[str], np.ndarray], progress: bool = True,
+                   source: str | None = None) -> dict:
     """Our stacked float32 parameter dict, reading HF tensors one at a time with `get_tensor(name)`.
 
-    Raises ConversionError naming the tensor when one is missing or its shape does not
-    match the config.
+    Raises ConversionError naming the tensor (after `source`, e.g. the directory, when
+    given) when one is missing, its shape does not match the config, or it holds NaN or
+    infinite values (a model that would only ever give NaN logits).
     """
+    where = f"{source}: " if source else ""
     maps = tensor_maps(cfg)
     total = sum(cfg.num_layers if m.layered else 1 for m in maps)
     params: dict = {}
@@ -152,11 +174,16 @@ def params_from_hf(cfg: ModelConfig, get_tensor: Callable[[str], np.ndarray], pr
                 try:
                     w = np.asarray(get_tensor(name))
                 except KeyError:
-                    raise ConversionError(f"tensor {name} is missing from the checkpoint") from None
+                    raise ConversionError(f"{where}tensor {name} is missing from the checkpoint") from None
                 if tuple(w.shape) != m.hf_shape:
-                    raise ConversionError(f"tensor {name} has shape {tuple(w.shape)}, but the config needs "
+                    raise ConversionError(f"{where}tensor {name} has shape {tuple(w.shape)}, but the config needs "
                                           f"{m.hf_shape}")
-                for stack, part in zip(stacks, m.to_ours(w.astype(np.float32, copy=False))):
+                w = w.astype(np.float32, copy=False)
+                bad = w.size - int(np.count_nonzero(np.isfinite(w)))
+                if bad:
+                    raise ConversionError(f"{where}tensor {name} has {bad} non-finite values (NaN or inf) of "
+                                          f"{w.size}; refusing to write a model that gives NaN logits")
+                for stack, part in zip(stacks, m.to_ours(w)):
                     if i is None:
                         stack[...] = part
                     else:
