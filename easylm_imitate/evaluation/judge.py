@@ -16,7 +16,10 @@ from typing import Any, Protocol
 from easylm_imitate.evaluation import results as results_lib
 from easylm_imitate.evaluation import stats
 from easylm_imitate.evaluation.responses import Response
+from easylm_imitate.evaluation.style import words
 
+# The shipped prompts ask for a short explanation, then the verdict (a bare verdict needs ~8 tokens).
+DEFAULT_MAX_TOKENS = 512
 DEFAULT_PROMPT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prompts", "judge_pairwise.json")
 _VERDICT = re.compile(r"\[\[\s*(A|B|C|TIE)\s*\]\]", re.IGNORECASE)
 
@@ -61,7 +64,7 @@ def combine(verdict_model_first: str | None, verdict_reference_first: str | None
 
 
 def build_request(prompt: dict, question: str, answer_a: str, answer_b: str,
-                  max_tokens: int = 1024) -> dict:
+                  max_tokens: int = DEFAULT_MAX_TOKENS) -> dict:
     """One chat request asking the judge to compare answer A and answer B."""
     user = prompt["user_template"].format(question=question, answer_a=answer_a, answer_b=answer_b)
     return {"messages": [{"role": "system", "content": prompt["system"]}, {"role": "user", "content": user}],
@@ -76,7 +79,7 @@ def _text(result: Any) -> str | None:
 
 
 def judge_pairs(client: ChatClientLike, pairs: list[tuple[Response, Response]], prompt: dict | None = None,
-                max_tokens: int = 1024) -> list[dict]:
+                max_tokens: int = DEFAULT_MAX_TOKENS) -> list[dict]:
     """Judge every (model, reference) pair in both orders; one row per pair."""
     prompt = prompt or load_prompt()
     requests = []
@@ -93,7 +96,7 @@ def judge_pairs(client: ChatClientLike, pairs: list[tuple[Response, Response]], 
                      "flip": v1 is not None and v2 is not None and combine(v1, v2) == "tie" and not (v1 == v2 == "tie"),
                      "judgements": [t1, t2],
                      "errors": [getattr(replies[2 * j], "error", None), getattr(replies[2 * j + 1], "error", None)],
-                     "model_words": len(model.response.split()), "reference_words": len(ref.response.split())})
+                     "model_words": len(words(model.response)), "reference_words": len(words(ref.response))})
     return rows
 
 

@@ -127,7 +127,7 @@ def evaluate(backend: LMBackend, data: MMLUData, k: int = 5, subjects: list[str]
         per_subject_count[q.subject] += 1
         questions.append(q)
     if not questions:
-        raise ValueError("no MMLU test questions to evaluate (check --data and --subjects)")
+        raise results_lib.NothingScored("no MMLU test questions to evaluate (check --data and --subjects)")
     short = sorted({q.subject for q in questions if len(shots_by_subject[q.subject]) < k})
     if short:
         logging.warning("fewer than %d dev shots for: %s", k, ", ".join(short))

@@ -119,7 +119,7 @@ def evaluate(backend: LMBackend, questions: list[QA], shots: list[QA], k: int = 
         raise ValueError(f"asked for {k} shots but only {len(shots)} shot examples were given")
     questions = questions[:limit] if limit is not None else questions
     if not questions:
-        raise ValueError("no NQ questions to evaluate")
+        raise results_lib.NothingScored("no NQ questions to evaluate")
     prompts = [build_prompt(shots[:k], q.question) for q in questions]
     outputs: list[str] = []
     with tqdm.tqdm(total=len(prompts), desc="nq_open", unit="q") as bar:

@@ -3,7 +3,9 @@
 Plots are drawn the way the study's figures are: each headline metric against imitation
 tokens (one line per base model) and against base model size (one line per imitation-token
 budget). A results file needs `base_model` and `imitation_tokens` (and `base_params` for the
-size plot) to appear in a plot; every valid file appears in the tables.
+size plot) to appear in a plot; every valid file appears in the tables. A run marked failed
+(`status: failed`) shows "failed" in every metric cell and its reason in a `status` column,
+and is left out of the plots.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import re
 from collections import defaultdict
 
-from easylm_imitate.evaluation.results import ResultsError, read_results
+from easylm_imitate.evaluation.results import ResultsError, is_failed, read_results
 from easylm_imitate.fileio import atomic_open
 
 HEADLINE = {
@@ -81,6 +83,17 @@ def _table_columns(rows: list[dict]) -> list[str]:
     return [c for c in head if c in cols] + [c for c in cols if c not in head]
 
 
+def _metric_cells(r: dict, cols: list[str]) -> list[str]:
+    err = r["stderr"] if isinstance(r["stderr"], dict) else {}
+    vals = []
+    for c in cols:
+        v = _fmt(r["metrics"].get(c))
+        if isinstance(err.get(c), (int, float)) and not math.isnan(err[c]):
+            v += f" ± {_fmt(err[c])}"
+        vals.append(v)
+    return vals
+
+
 def tables(results: list[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
     """benchmark -> (header, rows of cells), sorted by base model, size and imitation tokens."""
     by_bench: dict[str, list[dict]] = defaultdict(list)
@@ -90,17 +103,15 @@ def tables(results: list[dict]) -> dict[str, tuple[list[str], list[list[str]]]]:
     for bench, rows in sorted(by_bench.items()):
         rows.sort(key=lambda r: (r.get("base_model", ""), r.get("base_params", 0), r.get("imitation_tokens", 0), r["model"]))
         cols = _table_columns(rows)
-        header = ["model", "base model", "imitation tokens", "n"] + cols
+        any_failed = any(is_failed(r) for r in rows)
+        header = ["model", "base model", "imitation tokens", "n"] + cols + (["status"] if any_failed else [])
         cells = []
         for r in rows:
-            err = r["stderr"] if isinstance(r["stderr"], dict) else {}
-            vals = []
-            for c in cols:
-                v = _fmt(r["metrics"].get(c))
-                if isinstance(err.get(c), (int, float)) and not math.isnan(err[c]):
-                    v += f" ± {_fmt(err[c])}"
-                vals.append(v)
-            cells.append([r["model"], r.get("base_model", ""), _fmt(r.get("imitation_tokens", "")), str(r["n"])] + vals)
+            row = [r["model"], r.get("base_model", ""), _fmt(r.get("imitation_tokens", "")), str(r["n"])]
+            row += ["failed"] * len(cols) if is_failed(r) else _metric_cells(r, cols)
+            if any_failed:
+                row.append(f"failed: {r['failure']}" if is_failed(r) else "ok")
+            cells.append(row)
         out[bench] = (header, cells)
     return out
 
@@ -176,7 +187,7 @@ def plots(results: list[dict], out_dir: str) -> list[str]:
     written = []
     by_bench: dict[str, list[dict]] = defaultdict(list)
     for r in results:
-        if "base_model" in r and "imitation_tokens" in r:
+        if "base_model" in r and "imitation_tokens" in r and not is_failed(r):
             by_bench[r["benchmark"]].append(r)
     for bench, rows in sorted(by_bench.items()):
         for metric in HEADLINE.get(bench, []):

@@ -9,7 +9,12 @@ Schema::
      # optional, used by the report's plots:
      "base_model": str, "imitation_tokens": number, "base_params": number,
      # optional, written by the crowd-rating app:
-     "reference": str}
+     "reference": str,
+     # optional: a run that must not be read as a result (absent means "ok"):
+     "status": "ok" | "failed", "failure": str (why; required when failed),
+     "failed_items": int (items that failed and are not in n)}
+
+A failed record may have empty `metrics` (nothing was scored).
 """
 
 from __future__ import annotations
@@ -25,10 +30,15 @@ from easylm_imitate.fileio import write_json_atomic
 REQUIRED = ("benchmark", "model", "settings", "metrics", "n", "stderr", "timestamp")
 OPTIONAL_NUMBERS = ("imitation_tokens", "base_params")
 OPTIONAL_STRINGS = ("base_model", "reference")
+STATUSES = ("ok", "failed")
 
 
 class ResultsError(ValueError):
     """A results file that does not follow the schema; the message names the file and field."""
+
+
+class NothingScored(ValueError):
+    """An evaluation found no item to score (empty input, no matching ids, every item failed)."""
 
 
 def _is_number(x: Any) -> bool:
@@ -40,6 +50,11 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def is_failed(record: dict) -> bool:
+    """True when `record` is marked failed (see the schema's `status`)."""
+    return record.get("status") == "failed"
+
+
 def make_results(benchmark: str, model: str, settings: dict, metrics: dict, n: int,
                  stderr: dict | float | None = None, **optional: Any) -> dict:
     """Build a validated results record; `optional` holds base_model, imitation_tokens, ...."""
@@ -47,6 +62,22 @@ def make_results(benchmark: str, model: str, settings: dict, metrics: dict, n: i
               "metrics": dict(metrics), "n": int(n), "stderr": stderr, "timestamp": now_iso()}
     record.update({k: v for k, v in optional.items() if v is not None})
     return validate_results(record)
+
+
+def mark_failed(record: dict, reason: str, failed_items: int | None = None) -> dict:
+    """Mark `record` failed with `reason` (and how many items failed); returns it."""
+    record["status"], record["failure"] = "failed", reason
+    if failed_items is not None:
+        record["failed_items"] = int(failed_items)
+    return record
+
+
+def make_failed_results(benchmark: str, model: str, settings: dict, reason: str, **optional: Any) -> dict:
+    """A validated record for a run that scored nothing: n=0, no metrics, marked failed."""
+    record = {"benchmark": benchmark, "model": model, "settings": dict(settings), "metrics": {}, "n": 0,
+              "stderr": None, "timestamp": now_iso()}
+    record.update({k: v for k, v in optional.items() if v is not None})
+    return validate_results(mark_failed(record, reason))
 
 
 def validate_results(obj: Any, where: str = "results") -> dict:
@@ -65,8 +96,18 @@ def validate_results(obj: Any, where: str = "results") -> dict:
         raise ResultsError(f"{where}: field 'timestamp' is not ISO 8601: {obj['timestamp']!r}") from None
     if not isinstance(obj["settings"], dict):
         raise ResultsError(f"{where}: field 'settings' must be an object")
+    status = obj.get("status", "ok")
+    if status not in STATUSES:
+        raise ResultsError(f"{where}: field 'status' must be one of {', '.join(STATUSES)}, got {status!r}")
+    if status == "failed" and not (isinstance(obj.get("failure"), str) and obj["failure"]):
+        raise ResultsError(f"{where}: a failed record needs a non-empty string field 'failure'")
+    if "failure" in obj and not isinstance(obj["failure"], str):
+        raise ResultsError(f"{where}: field 'failure' must be a string")
+    if "failed_items" in obj and (not isinstance(obj["failed_items"], int) or isinstance(obj["failed_items"], bool)
+                                  or obj["failed_items"] < 0):
+        raise ResultsError(f"{where}: field 'failed_items' must be a non-negative integer")
     metrics = obj["metrics"]
-    if not isinstance(metrics, dict) or not metrics:
+    if not isinstance(metrics, dict) or (not metrics and status != "failed"):
         raise ResultsError(f"{where}: field 'metrics' must be a non-empty object")
     for name, value in metrics.items():
         if not (_is_number(value) or value is None):

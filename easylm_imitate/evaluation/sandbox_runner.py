@@ -103,6 +103,10 @@ class _Timeout(Exception):
     pass
 
 
+def _report(fd, nonce, status, detail):
+    os.write(fd, (nonce + " " + json.dumps({"status": status, "detail": detail}) + "\n").encode())
+
+
 def main():
     payload = json.loads(sys.stdin.buffer.read())
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -114,9 +118,13 @@ def main():
         if payload["readonly_fs"]:
             make_filesystem_readonly(os.path.realpath(os.getcwd()))
     except OSError as e:
-        os.write(report, (payload["nonce"] + " " + json.dumps({"status": "error", "detail": f"sandbox setup: {e}"}) + "\n").encode())
+        _report(report, payload["nonce"], "error", f"sandbox setup: {e}")
         os._exit(3)
-    program = compile(payload["source"], "<program>", "exec")
+    try:
+        program = compile(payload["source"], "<program>", "exec")
+    except (SyntaxError, ValueError) as e:  # the program does not parse: its failure, reported as such
+        _report(report, payload["nonce"], "failed", f"{type(e).__name__}: {e}"[:500])
+        os._exit(0)
 
     def on_alarm(signum, frame):
         raise _Timeout("Timed out!")
@@ -138,7 +146,7 @@ def main():
         status = "timed out"
     except BaseException as e:  # the program's own failure, whatever it raised
         status, detail = "failed", f"{type(e).__name__}: {e}"[:500]
-    os.write(report, (payload["nonce"] + " " + json.dumps({"status": status, "detail": detail}) + "\n").encode())
+    _report(report, payload["nonce"], status, detail)
     os._exit(0)
 
 

@@ -71,15 +71,15 @@ def parse_tone(text: str | None) -> bool | None:
 
 
 def judge_tone(client: Any, replies: list[Response], prompt_file: str | None = None,
-               max_tokens: int = 512) -> list[bool | None]:
+               max_tokens: int | None = None) -> list[bool | None]:
     """Ask the judge whether each reply is authoritative; None where the judgement is unusable."""
-    from easylm_imitate.evaluation.judge import DEFAULT_PROMPT_FILE
+    from easylm_imitate.evaluation.judge import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT_FILE
 
     with open(prompt_file or DEFAULT_PROMPT_FILE, encoding="utf-8") as f:
         prompt = json.load(f)
     requests = [{"messages": [{"role": "system", "content": prompt["tone_system"]},
                               {"role": "user", "content": prompt["tone_template"].format(question=r.question, answer=r.response)}],
-                 "temperature": 0.0, "max_tokens": max_tokens} for r in replies]
+                 "temperature": 0.0, "max_tokens": max_tokens or DEFAULT_MAX_TOKENS} for r in replies]
     results = client.chat(requests)
     return [None if getattr(x, "error", None) or not x.texts else parse_tone(x.texts[0]) for x in results]
 
@@ -87,7 +87,7 @@ def judge_tone(client: Any, replies: list[Response], prompt_file: str | None = N
 def measure(pairs: list[tuple[Response, Response]], tone: list[bool | None] | None = None) -> tuple[dict, dict, list[dict]]:
     """(metrics, stderr, per-pair rows) for (model reply, reference reply) pairs."""
     if not pairs:
-        raise ValueError("no (model, reference) pairs to compare: check that the ids match")
+        raise results_lib.NothingScored("no (model, reference) pairs to compare: check that the ids match")
     m_list = [uses_list(m.response) for m, _ in pairs]
     r_list = [uses_list(r.response) for _, r in pairs]
     m_sum = [has_summary_paragraph(m.response) for m, _ in pairs]

@@ -173,3 +173,11 @@ def test_binary_scores_a_samples_file(problems, tmp_path):
     assert result["n"] == 2 and result["settings"]["rejected_inputs"] == 2
     details = [json.loads(x) for x in (tmp_path / "he.details.jsonl").read_text().splitlines()]
     assert [d["passed"] for d in details] == [True, True, False, False]
+
+
+def test_a_syntax_error_is_reported_as_one(problems):
+    task = "HumanEval/0"
+    executed = humaneval.execute_samples({task: problems[task]}, [{"task_id": task, "completion": "    return (\n"}],
+                                         allow_code_execution=True, workers=1)
+    assert not executed[0]["passed"]
+    assert executed[0]["result"].startswith("failed: SyntaxError: "), executed[0]["result"]

@@ -98,3 +98,23 @@ def test_responses_file_forms_and_rejects(tmp_path):
     assert list(resp) == ["a", "b"] and resp["a"].question == "hi" and resp["a"].response == "yo"
     assert [r["line"] for r in rejects] == [3, 4, 5] and "duplicate id 'a'" in rejects[0]["reason"]
     assert [m.id for m, _ in paired({"b": resp["b"]}, resp)] == ["b"]
+
+
+def test_judge_and_style_count_words_alike():
+    from easylm_imitate.evaluation import style
+
+    pairs = [_pair(0, "Hello, world! It's -- fine.", "Yes."), _pair(1, "One two\nthree (four)", "- a\n- b")]
+    rows = judge.judge_pairs(ScriptedClient({"Hello, world! It's -- fine.": "[[A]]", "Yes.": "[[B]]",
+                                             "One two\nthree (four)": "[[C]]", "- a\n- b": "[[C]]"}), pairs)
+    judged = judge.summarize(rows, "m", "r", {})["metrics"]
+    styled, _, _ = style.measure(pairs)
+    assert judged["model_mean_words"] == styled["model_mean_words"] == pytest.approx((4 + 4) / 2)
+    assert judged["reference_mean_words"] == styled["reference_mean_words"] == pytest.approx((1 + 2) / 2)
+
+
+def test_judge_max_tokens_reaches_every_request():
+    client = ScriptedClient({"m": "[[A]]", "r": "[[B]]"})
+    judge.judge_pairs(client, [_pair(0, "m", "r")], max_tokens=16)
+    assert [r["max_tokens"] for r in client.requests] == [16, 16]
+    judge.judge_pairs(client, [_pair(0, "m", "r")])
+    assert client.requests[-1]["max_tokens"] == judge.DEFAULT_MAX_TOKENS < 1024

@@ -37,3 +37,16 @@ def test_report_with_nothing_valid_is_an_error(tmp_path):
     (tmp_path / "bad.json").write_text("[]")
     with pytest.raises(ValueError, match="no valid results"):
         report.build_report([str(tmp_path)], str(tmp_path / "out"))
+
+
+def test_failed_runs_are_shown_as_failed_and_never_plotted(tmp_path):
+    from easylm_imitate.evaluation.results import mark_failed
+
+    ok = make_results("llm_judge", "base", {}, {"adjusted_win_rate": 0.3}, 10, base_model="b", imitation_tokens=0)
+    bad = mark_failed(make_results("llm_judge", "imitation", {}, {"adjusted_win_rate": 0.9, "errors": 40}, 2,
+                                   base_model="b", imitation_tokens=2e7), "40 of 42 items failed (95.2%)", 40)
+    header, cells = report.tables([ok, bad])["llm_judge"]
+    assert header[-1] == "status"
+    assert cells[1][4:] == ["failed", "failed", "failed: 40 of 42 items failed (95.2%)"]
+    assert cells[0][-1] == "ok"
+    assert report.plots([bad], str(tmp_path)) == []

@@ -1,5 +1,6 @@
 import http.server
 import json
+import math
 import threading
 
 import pytest
@@ -50,7 +51,7 @@ def test_perspective_scorer_and_metrics(tmp_path):
     assert record["metrics"]["mean_non_toxicity"] == pytest.approx(0.5)
     assert record["metrics"]["expected_max_toxicity"] == pytest.approx(0.9)
     assert record["metrics"]["toxicity_probability"] == 1.0
-    assert srv.calls == 5
+    assert srv.calls == 6  # the scorer's test text first (after the 429), then the four continuations
 
 
 def test_load_prompts_rtp_format(tmp_path):
@@ -64,3 +65,136 @@ def test_load_prompts_rtp_format(tmp_path):
 def test_perspective_needs_key():
     with pytest.raises(ValueError, match="needs a key"):
         toxicity.PerspectiveScorer("")
+
+
+class CountingBackend(FakeBackend):
+    def __init__(self):
+        self.prompts = []
+
+    def generate(self, prompts, **kwargs):
+        self.prompts += prompts
+        return super().generate(prompts, **kwargs)
+
+
+class FixedScorer:
+    name = "fixed"
+
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = 0, fail_after
+
+    def score(self, texts):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise ConnectionError("network went away")
+        return [0.9 if "awful" in t else 0.1 for t in texts]
+
+
+def test_scorer_is_checked_before_anything_is_generated(tmp_path):
+    backend = CountingBackend()
+    with pytest.raises(toxicity.ScorerUnavailable, match="network went away"):
+        toxicity.evaluate(backend, ["p1", "p2"], FixedScorer(fail_after=0), k=2)
+    closed = toxicity.PerspectiveScorer("secret", "http://127.0.0.1:9/analyze", queries_per_second=0, max_retries=0)
+    with pytest.raises(toxicity.ScorerUnavailable, match=r"--scorer=hf:DIR"):
+        toxicity.evaluate(backend, ["p1", "p2"], closed, k=2, generations=str(tmp_path / "g.jsonl"))
+    assert backend.prompts == [] and not (tmp_path / "g.jsonl").exists()
+
+
+def never_built():
+    raise AssertionError("a rerun with every continuation saved must not build the model")
+
+
+def test_generations_are_kept_so_a_rerun_only_scores(tmp_path):
+    saved = tmp_path / "tox.generations.jsonl"
+    prompts = ["p1", "p2", "p3"]
+    backend = CountingBackend()
+    with pytest.raises(ConnectionError):  # the test text scores, then the network goes away
+        toxicity.evaluate(backend, prompts, FixedScorer(fail_after=1), k=2, chunk=2, generations=str(saved))
+    assert backend.prompts == prompts and len(saved.read_text().splitlines()) == 4  # header + 3 prompts
+    record, rows = toxicity.evaluate(never_built, prompts, FixedScorer(), k=2, chunk=2, generations=str(saved))
+    assert record["model"] == "fake" and record["n"] == 3 and rows[2]["continuations"] == ["p3 nice", "p3 awful"]
+    assert record["metrics"]["mean_non_toxicity"] == pytest.approx(0.5)
+
+
+def test_torn_or_foreign_generations_files(tmp_path):
+    saved = tmp_path / "g.jsonl"
+    backend = CountingBackend()
+    toxicity.evaluate(backend, ["p1", "p2", "p3"], FixedScorer(), k=2, chunk=2, generations=str(saved))
+    with open(saved, "a") as f:
+        f.write('{"index": 3, "prompt": "p4", "contin')  # a crash in the middle of a line
+    backend.prompts.clear()
+    record, _ = toxicity.evaluate(backend, ["p1", "p2", "p3", "p4"], FixedScorer(), k=2, chunk=2,
+                                  generations=str(saved))
+    assert backend.prompts == ["p4"] and record["n"] == 4
+    assert [json.loads(line).get("index") for line in saved.read_text().splitlines()] == [None, 0, 1, 2, 3]
+    with pytest.raises(ValueError, match=r"g.jsonl: saved with other settings \(k=2; now k=3\)"):
+        toxicity.evaluate(backend, ["p1"], FixedScorer(), k=3, generations=str(saved))
+    with pytest.raises(ValueError, match=r"g.jsonl:2: prompt 0 was 'p1', now 'other'"):
+        toxicity.evaluate(backend, ["other"], FixedScorer(), k=2, generations=str(saved))
+
+
+def tiny_classifier(path):
+    """A local text-classification model (random BERT, classifier fixed to p(toxic) = sigmoid(-4))."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path.mkdir()
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "so", "i", "said"]) + "\n")
+    config = BertConfig(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=64, id2label={0: "non-toxic", 1: "toxic"},
+                        label2id={"non-toxic": 0, "toxic": 1})
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([2.0, -2.0]))
+    model.save_pretrained(path)
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    return path
+
+
+class CompletionsHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        n = body.get("n", 1)
+        choices = [{"index": i * n + j, "text": f" continuation {j}", "finish_reason": "length", "logprobs": None}
+                   for i in range(len(prompts)) for j in range(n)]
+        payload = json.dumps({"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
+                              "choices": choices}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def test_binary_offline_with_a_local_classifier(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    classifier = tiny_classifier(tmp_path / "classifier")
+    prompts = tmp_path / "rtp.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": {"text": f"So I said {i}"}}) + "\n" for i in range(3)))
+    out = tmp_path / "tox.json"
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[2] / "eval" / "toxicity.py"), f"--prompts={prompts}",
+           f"--scorer=hf:{classifier}", "--k=2", f"--out={out}"]
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CompletionsHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        run = subprocess.run(cmd + [f"--endpoint=http://127.0.0.1:{srv.server_address[1]}/v1", "--endpoint_model=toy",
+                                    "--limit=2"], capture_output=True, text=True, timeout=300)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["n"] == 2 and result["settings"]["scorer"] == f"hf:{classifier}"
+    assert result["metrics"]["mean_non_toxicity"] == pytest.approx(1 - 1 / (1 + math.exp(4)), abs=1e-4)
+    assert len((tmp_path / "tox.generations.jsonl").read_text().splitlines()) == 3
+    # the server is gone and no model is named: the saved continuations are scored again
+    rerun = subprocess.run(cmd + ["--limit=2"], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads(out.read_text())["model"] == "toy"

@@ -1,4 +1,4 @@
-"""Aggregation: majority vote with the 3-way-split rule, equal-or-better rate, Fleiss' kappa."""
+"""Aggregation: majority vote with the split rule (any R), equal-or-better rate, Fleiss' kappa."""
 
 import contextlib
 import math
@@ -16,6 +16,11 @@ from easylm_imitate.evaluation.rating.pairs import Item
     (["win", "tie", "loss"], ("tie", False)),  # 3-way split
     (["win", "win", "loss", "loss"], ("tie", False)),
     (["tie", "tie", "tie"], ("tie", True)),
+    # R=2: a split is decided by wins minus losses; "equal" never lifts a "worse" to "equal or better"
+    (["loss", "tie"], ("loss", False)), (["tie", "loss"], ("loss", False)),
+    (["win", "tie"], ("win", False)), (["win", "loss"], ("tie", False)), (["tie", "tie"], ("tie", True)),
+    # R=4 splits
+    (["tie", "tie", "loss", "loss"], ("loss", False)), (["win", "tie", "win", "tie"], ("win", False)),
 ])
 def test_majority(votes, expected):
     assert aggregate.majority(votes) == expected
@@ -43,21 +48,27 @@ def choice_for(outcome, a_is_model):
     return ("A" if a_is_model else "B") if outcome == "win" else ("B" if a_is_model else "A")
 
 
-@pytest.fixture
-def rated(tmp_path):
-    path = tmp_path / "s.sqlite"
+@contextlib.contextmanager
+def study_rated_as(path, plans, ratings_per_item):
+    """A study whose rater number `slot` gave item `id` the outcome plans[id][slot]."""
     with contextlib.closing(store.connect(path)) as conn:
-        study = store.init_study(conn, "target", "imit", 3)
-        store.add_items(conn, [Item(k, "p", "m", "r") for k in PLAN])
-        for slot, token in enumerate(store.create_raters(conn, 3)):
+        study = store.init_study(conn, "target", "imit", ratings_per_item)
+        store.add_items(conn, [Item(k, "p", "m", "r") for k in plans])
+        for slot, token in enumerate(store.create_raters(conn, max(map(len, plans.values())))):
             rater = store.rater_id_for(conn, token)
-            for item_id, plan in PLAN.items():
+            for item_id, plan in plans.items():
                 if slot < len(plan):
                     conn.execute("INSERT INTO assignments (rater_id, item_id, a_is_model, assigned_at, shown_at) "
                                  "VALUES (?, ?, ?, 0, 10)", (rater, item_id, slot % 2))
                     a_id = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
                     a = assign.get_assignment(conn, rater, a_id)
                     assign.submit(conn, rater, a_id, choice_for(plan[slot], a.a_is_model), study, now=10 + slot + 1)
+        yield conn
+
+
+@pytest.fixture
+def rated(tmp_path):
+    with study_rated_as(tmp_path / "s.sqlite", PLAN, 3) as conn:
         yield conn
 
 
@@ -74,7 +85,20 @@ def test_summary_is_a_valid_results_record_with_expected_rates(rated, tmp_path):
     assert m["fleiss_kappa"] == pytest.approx(5 / 47)
     assert record["stderr"]["equal_or_better_mean"] == pytest.approx(0.25)
     s = record["settings"]
-    assert (s["items_incomplete"], s["ratings"], s["raters"], s["three_way_split_items"]) == (1, 13, 3, 1)
+    assert (s["items_incomplete"], s["ratings"], s["raters"], s["split_items"]) == (1, 13, 3, 1)
+
+
+def test_two_ratings_per_item(tmp_path):
+    plans = {"lt": ["loss", "tie"], "wt": ["win", "tie"], "wl": ["win", "loss"], "ww": ["win", "win"],
+             "ll": ["loss", "loss"]}
+    with study_rated_as(tmp_path / "s.sqlite", plans, 2) as conn:
+        record = aggregate.summarize(conn)
+        items = {i["item"]: i["label"] for i in aggregate.item_stats(conn)}
+    assert items == {"lt": "loss", "wt": "win", "wl": "tie", "ww": "win", "ll": "loss"}
+    m, s = record["metrics"], record["settings"]
+    assert record["n"] == 5 and m["equal_or_better_mean"] == pytest.approx(3 / 5)  # wt, wl, ww
+    assert (m["win"], m["tie"], m["loss"]) == (pytest.approx(0.4), pytest.approx(0.2), pytest.approx(0.4))
+    assert s["split_items"] == 3 and "three_way_split_items" not in s
 
 
 def test_rater_and_item_stats_for_the_admin_page(rated):

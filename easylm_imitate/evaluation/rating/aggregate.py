@@ -2,8 +2,10 @@
 
 Each rating is turned into the model's outcome against the reference (win, tie or loss),
 whatever side the model was shown on. An item counts once it has all R ratings. Its label is
-the outcome with a strict plurality of votes; when no outcome has more votes than every
-other one (with R=3: a 3-way split win/tie/loss) the item is a **tie**.
+the outcome with a strict plurality of votes. When no outcome has more votes than every other
+one (a *split*: with R=3 only win/tie/loss; with R=2 any two different votes), the balance of
+wins and losses decides: more wins -> win, more losses -> loss, as many -> tie. So with R=3 a
+split is a tie, and with R=2 (loss, tie) is a loss, (win, tie) a win and (win, loss) a tie.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from easylm_imitate.evaluation.rating import store
 from easylm_imitate.evaluation.rating.assign import outcome
 
 OUTCOMES = ("win", "tie", "loss")
-TIE_RULE = "no strict plurality among win/tie/loss (with 3 ratings: a 3-way split) counts as a tie"
+TIE_RULE = ("no strict plurality among win/tie/loss (a split): more wins than losses -> win, more losses -> "
+            "loss, as many -> tie")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +49,16 @@ def load_ratings(conn: sqlite3.Connection) -> list[Rating]:
 
 
 def majority(outcomes: list[str]) -> tuple[str, bool]:
-    """(label, strict): the outcome with a strict plurality, or ("tie", False) when none has."""
-    counts = collections.Counter(outcomes).most_common()
-    if not counts:
+    """(label, strict): the outcome with a strict plurality and True; for a split (no strict
+    plurality) the sign of wins minus losses ("win", "loss", or "tie" when even) and False."""
+    counts = collections.Counter(outcomes)
+    ranked = counts.most_common()
+    if not ranked:
         raise ValueError("majority of no votes")
-    if len(counts) > 1 and counts[0][1] == counts[1][1]:
-        return "tie", False
-    return counts[0][0], True
+    if len(ranked) == 1 or ranked[0][1] > ranked[1][1]:
+        return ranked[0][0], True
+    balance = counts["win"] - counts["loss"]
+    return ("win" if balance > 0 else "loss" if balance < 0 else "tie"), False
 
 
 def fleiss_kappa(table: list[list[int]]) -> float | None:
@@ -110,7 +116,7 @@ def summarize(conn: sqlite3.Connection) -> dict:
         "items_incomplete": store.count_items(conn) - n,
         "ratings": len(ratings),
         "raters": len({r.rater_id for r in ratings}),
-        "three_way_split_items": sum(not strict for _, strict in labels.values()),
+        "split_items": sum(not strict for _, strict in labels.values()),
         "tie_rule": TIE_RULE,
         "std": "sample standard deviation (n-1) of the per-item 0/1 equal-or-better label",
     }
