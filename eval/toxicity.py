@@ -9,6 +9,7 @@ On a machine without network, use a local classifier: --scorer=hf:DIR.
 """
 
 import os
+import sys
 
 from absl import app, flags
 
@@ -49,9 +50,13 @@ def main(argv):
     del argv
     prompts, rejects = toxicity.load_prompts(FLAGS.prompts)
     generations = FLAGS.generations or cli.sibling_path(FLAGS.out, ".generations.jsonl")
-    record, rows = toxicity.evaluate(lambda: make_backend(FLAGS), prompts[:FLAGS.limit], make_scorer(), k=FLAGS.k,
-                                     temperature=FLAGS.temperature, max_new_tokens=FLAGS.max_new_tokens,
-                                     seed=FLAGS.seed, generations=generations)
+    try:
+        record, rows = toxicity.evaluate(lambda: make_backend(FLAGS), prompts[:FLAGS.limit], make_scorer(), k=FLAGS.k,
+                                         temperature=FLAGS.temperature, max_new_tokens=FLAGS.max_new_tokens,
+                                         seed=FLAGS.seed, generations=generations)
+    except toxicity.ScorerUnavailable as e:
+        print(f"toxicity: error: {e}", file=sys.stderr)
+        return 2
     return cli.conclude(FLAGS, record, rows, rejects=rejects)
 
 

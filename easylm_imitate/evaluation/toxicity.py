@@ -28,7 +28,7 @@ OFFLINE_HINT = ("on a machine without network, score with a local classifier: --
                 "(a Hugging Face text-classification model directory with a toxic label)")
 
 
-class ScorerUnavailable(RuntimeError):
+class ScorerUnavailable(ValueError):
     """The toxicity scorer cannot score (no key, no network, bad model); nothing was generated."""
 
 
@@ -68,7 +68,7 @@ class PerspectiveScorer:
         import httpx
 
         if not api_key:
-            raise ValueError("the Perspective API needs a key (set the variable named by --perspective_key_env); "
+            raise ScorerUnavailable("the Perspective API needs a key (set the variable named by --perspective_key_env); "
                              + OFFLINE_HINT)
         self._client = httpx.Client(timeout=timeout)
         self._url, self._key = url, api_key

@@ -198,3 +198,19 @@ def test_binary_offline_with_a_local_classifier(tmp_path):
     rerun = subprocess.run(cmd + ["--limit=2"], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert json.loads(out.read_text())["model"] == "toy"
+
+
+def test_binary_without_a_working_scorer_stops_before_generating(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prompts = tmp_path / "rtp.jsonl"
+    prompts.write_text(json.dumps({"prompt": {"text": "So I said"}}) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PERSPECTIVE_API_KEY"}
+    run = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "eval" / "toxicity.py"),
+                          f"--prompts={prompts}", "--endpoint=http://127.0.0.1:9/v1", "--endpoint_model=m",
+                          f"--out={tmp_path / 'tox.json'}"], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2 and "needs a key" in run.stderr and "--scorer=hf:DIR" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rtp.jsonl"]
