@@ -17,7 +17,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.grad_accum_steps = 1
     c.learning_rate = 2e-5
     c.save_every_steps = 500
-    c.keep_checkpoints = 3
+    c.keep_checkpoints = 3  # newest steps kept, plus the newest step known good (never rotated away)
+    c.nonfinite = "stop"  # NaN/inf loss or gradient norm: stop (raise, save nothing) | skip (keep old state, count it)
     c.log_every_steps = 10
     c.eval_every_steps = 0  # 0: only at the end (when data.eval_file is set)
     c.init_from = ""  # converted checkpoint or training run to start from (parameters only)

@@ -54,15 +54,17 @@ def build_optimizer(config, cfg: ModelConfig, total_steps: int):
     return optim.make_optimizer(config.optimizer, total_steps, optim.decay_mask(logical_axes(cfg)))
 
 
-def jit_train_step(lay: "StateLayout", optimizer, schedule, accum: int, mesh: Mesh, rules_name: str):
-    """The sharded, donated, jitted train step for this layout."""
+def jit_train_step(lay: "StateLayout", optimizer, schedule, accum: int, mesh: Mesh, rules_name: str,
+                   skip_nonfinite: bool = False):
+    """The sharded, donated, jitted train step for this layout (`skip_nonfinite`: a step with a
+    NaN/inf loss or gradient norm keeps the previous state; see `step.train_step`)."""
     batch_shardings = {k: parallel.batch_sharding(mesh) for k in
                        ("inputs", "targets", "weights", "segment_ids", "positions")}
     rules = parallel.rules_for(rules_name)
 
     def fn(state, batch):
         with layer_sharding(rules):
-            return train_step(lay.graphdef, optimizer, schedule, accum, state, batch)
+            return train_step(lay.graphdef, optimizer, schedule, accum, state, batch, skip_nonfinite)
 
     return jax.jit(fn, in_shardings=(lay.state_shardings, batch_shardings),
                    out_shardings=(lay.state_shardings, parallel.replicated(mesh)), donate_argnums=0)

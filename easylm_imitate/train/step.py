@@ -7,6 +7,7 @@ A batch is a dict of [batch, seq] arrays: `inputs`, `targets`, `weights` (the lo
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -93,19 +94,28 @@ def summed_grads(graphdef, params, batch, accum: int):
 
 
 def train_step(graphdef, optimizer: optax.GradientTransformation, schedule, accum: int,
-               state: TrainState, batch) -> tuple[TrainState, dict]:
-    """One update on the global batch: the loss is the token mean over the whole batch."""
+               state: TrainState, batch, skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+    """One update on the global batch: the loss is the token mean over the whole batch.
+
+    `metrics["nonfinite"]` is 1.0 when the loss or the gradient norm is NaN or infinite; with
+    `skip_nonfinite` such a step keeps the previous parameters and optimizer state."""
     grads, sums = summed_grads(graphdef, state.params, batch, accum)
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    loss, grad_norm = sums["loss_sum"] / count, optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if skip_nonfinite:
+        keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+        params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
     metrics = {
-        "loss": sums["loss_sum"] / count,
+        "loss": loss,
         "accuracy": sums["correct"] / count,
         "tokens": sums["count"],
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": grad_norm,
         "learning_rate": schedule(state.step),
+        "nonfinite": 1.0 - finite.astype(jnp.float32),
     }
     return TrainState(params, opt_state, state.step + 1), metrics
 
