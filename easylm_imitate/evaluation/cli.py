@@ -99,8 +99,9 @@ def define_reply_flags(judge_required: bool, answers_out_help: str) -> None:
 
 def load_replies(flags_obj):
     """(model reply, reference reply) pairs, the evaluated model's name and the rejected input
-    lines, from the flags of `define_reply_flags`: the model's replies are read from --answers,
-    or generated with the backend (and saved to --answers_out when set)."""
+    lines, from the flags of `define_reply_flags`: the first --limit prompts of --reference (all
+    without it); the model's replies are read from --answers, or generated with the backend
+    (and saved to --answers_out when set)."""
     from easylm_imitate.evaluation import responses
     from easylm_imitate.evaluation.backends import make_backend
 
