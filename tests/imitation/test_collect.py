@@ -206,7 +206,7 @@ def test_hostile_lines_and_a_cut_gzip_are_rejected_and_every_valid_prompt_is_col
     write_lines(plain, lines)
     cut = tmp_path / "prompts.jsonl.gz"
     whole = write_truncated_gz(cut, [json.dumps({"id": f"g{i}", "prompt": f"gz prompt {i} " + "word " * (i % 7)})
-                                     for i in range(400)])
+                                     for i in range(120)])
     with OpenAIStub(responder=reply_for) as stub:
         done = collect(stub, plain, tmp_path / "a.jsonl")
         assert done.returncode == 0, done.stderr
