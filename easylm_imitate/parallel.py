@@ -80,21 +80,50 @@ def logical_to_spec(axes: Sequence[str | None], rules: Mapping, shape=None, mesh
     """Map logical axis names to a PartitionSpec.
 
     A rule's value is a mesh axis, a tuple of mesh axes, or None. Each mesh axis is used at
-    most once, and only on a dimension it divides evenly (otherwise that dimension stays whole).
+    most once, and only on a dimension it divides evenly (otherwise that dimension stays
+    whole: `unsplit_dimensions` names such dimensions).
     """
+    return PartitionSpec(*_assign_mesh_axes(axes, rules, shape, mesh)[0])
+
+
+def _assign_mesh_axes(axes, rules, shape, mesh):
+    """(spec entries, [(dim, logical name, mesh axes, their size)] for each dimension a rule
+    maps to mesh axes of size > 1 that do not divide it)."""
     used: set[str] = set()
-    out = []
+    out, undivided = [], []
     for i, name in enumerate(axes):
         target = rules.get(name) if name is not None else None
         names = (target,) if isinstance(target, str) else tuple(target or ())
         size = int(np.prod([mesh.shape[n] for n in names])) if mesh is not None and names else 1
-        ok = names and not used.intersection(names) and (shape is None or mesh is None or shape[i] % size == 0)
-        if ok:
+        divides = shape is None or mesh is None or shape[i] % size == 0
+        if names and not used.intersection(names) and divides:
             used.update(names)
             out.append(target)
         else:
             out.append(None)
-    return PartitionSpec(*out)
+            if names and not divides:
+                undivided.append((i, name, names, size))
+    return out, undivided
+
+
+def _unsplit_messages(param: str, axes, shape, rules, mesh) -> list[str]:
+    """One line per dimension of parameter `param` left whole because its mesh axes do not divide it."""
+    return [f"parameter {param}: dimension {i} ({name}, size {shape[i]}) is not split over mesh axis "
+            f"{'x'.join(names)}, whose size {size} does not divide it"
+            for i, name, names, size in _assign_mesh_axes(axes, rules, shape, mesh)[1]]
+
+
+def unsplit_dimensions(shapes, logical_axes, mesh: Mesh, rules: str | Mapping[str, str | None]) -> list[str]:
+    """Lines naming each parameter dimension that `rules` shard but `mesh` cannot split evenly
+    (e.g. GPT-2's vocabulary of 50257 under tp=2), for trees of shapes and of logical axes
+    with the same structure (pure dicts, as `train.state.layout` keeps them)."""
+    table = rules_for(rules)
+    axes_by_path = dict(jax.tree_util.tree_flatten_with_path(logical_axes, is_leaf=lambda x: isinstance(x, tuple))[0])
+    lines = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
+        lines += _unsplit_messages(name, axes_by_path.get(path) or (), leaf.shape, table, mesh)
+    return lines
 
 
 def rules_for(name_or_rules: str | Mapping[str, str | None]) -> Mapping[str, str | None]:
@@ -107,21 +136,31 @@ def rules_for(name_or_rules: str | Mapping[str, str | None]) -> Mapping[str, str
 
 
 def state_shardings(state, mesh: Mesh, rules: str | Mapping[str, str | None] = "fsdp_tp"):
-    """NamedShardings for an nnx.State (or any pytree of Variables) from `logical_axes` metadata."""
-    table = rules_for(rules)
+    """NamedShardings for an nnx.State (or any pytree of Variables) from `logical_axes` metadata.
 
-    def one(var):
+    Logs a warning for each parameter dimension the rules would shard but the mesh cannot
+    split evenly (that dimension stays whole on every device; see `unsplit_dimensions`)."""
+    table = rules_for(rules)
+    unsplit: list[str] = []
+
+    def one(path, var):
         if isinstance(var, nnx.Variable):
             axes = getattr(var, "logical_axes", None)
-            value = var.get_value()
+            shape = getattr(var.get_value(), "shape", None)
             if axes is None:
                 spec = PartitionSpec()
             else:
-                spec = logical_to_spec(axes, table, getattr(value, "shape", None), mesh)
+                spec = logical_to_spec(axes, table, shape, mesh)
+                if shape is not None:
+                    name = jax.tree_util.keystr(path, simple=True, separator="/")
+                    unsplit.extend(_unsplit_messages(name, axes, shape, table, mesh))
             return var.replace(NamedSharding(mesh, spec))
         return NamedSharding(mesh, PartitionSpec())
 
-    return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    out = jax.tree_util.tree_map_with_path(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    for line in unsplit:
+        logging.warning("%s (mesh %s)", line, dict(mesh.shape))
+    return out
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
@@ -194,6 +233,26 @@ def _in_cluster() -> bool:
         return True
     has_tpu = bool(glob.glob("/dev/accel*")) or os.path.isdir("/dev/vfio")
     return has_tpu and importlib.util.find_spec("libtpu") is not None
+
+
+def check_batch_fits_mesh(batch_size: int, grad_accum_steps: int, mesh: Mesh) -> None:
+    """Raise ValueError unless every micro-batch (`batch_size / grad_accum_steps` rows) splits
+    evenly over the mesh's batch axes (dp x fsdp) and the global batch over the processes.
+
+    Called at start-up, so a bad setting fails at once with the numbers that matter rather
+    than deep inside batch assembly at the first step."""
+    shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+    processes = jax.process_count()
+    setting = (f"batch_size {batch_size} with grad_accum_steps {grad_accum_steps} on mesh {dict(mesh.shape)}")
+    if grad_accum_steps < 1 or batch_size % grad_accum_steps:
+        raise ValueError(f"{setting}: batch_size must be a multiple of grad_accum_steps")
+    micro = batch_size // grad_accum_steps
+    if micro % shards:
+        raise ValueError(f"{setting}: each micro-batch of {micro} rows must split evenly over the "
+                         f"{shards} batch shards (dp x fsdp); make batch_size / grad_accum_steps a multiple "
+                         f"of {shards}")
+    if batch_size % processes:
+        raise ValueError(f"{setting}: the global batch must split evenly over {processes} processes")
 
 
 def host_batch_slice(global_batch: int) -> slice:

@@ -53,6 +53,8 @@ class MemoryPlan:
     capacity_bytes: int | None
     fits: bool | None
     error: str | None = None
+    # Parameter dimensions the sharding rules name but the mesh cannot split evenly.
+    unsplit: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def peak_bytes(self) -> int:
@@ -63,11 +65,12 @@ class MemoryPlan:
     def render(self) -> str:
         """Human-readable table."""
         g = lambda b: f"{b / GIB:8.2f} GiB"  # noqa: E731
+        unsplit = [f"  warning: {line}" for line in self.unsplit]
         if self.error:
-            return (f"DOES NOT FIT on {self.target} ({self.devices} devices, mesh {self.mesh}):\n"
-                    f"  parameters        {g(self.params_bytes)} per device\n"
-                    f"  optimizer state   {g(self.opt_state_bytes)} per device\n"
-                    f"  compiler: {self.error}")
+            return "\n".join([f"DOES NOT FIT on {self.target} ({self.devices} devices, mesh {self.mesh}):",
+                              f"  parameters        {g(self.params_bytes)} per device",
+                              f"  optimizer state   {g(self.opt_state_bytes)} per device",
+                              f"  compiler: {self.error}", *unsplit])
         lines = [f"memory plan for {self.target}: {self.devices} devices, mesh {self.mesh}",
                  f"  parameters        {g(self.params_bytes)} per device",
                  f"  optimizer state   {g(self.opt_state_bytes)} per device",
@@ -78,7 +81,7 @@ class MemoryPlan:
         if self.capacity_bytes:
             verdict = "fits" if self.fits else "DOES NOT FIT"
             lines.append(f"  device memory     {g(self.capacity_bytes)} -> {verdict}")
-        return "\n".join(lines)
+        return "\n".join(lines + unsplit)
 
 
 def per_device_bytes(shapes, shardings) -> int:
@@ -126,6 +129,7 @@ def plan(config, topology: str = "") -> MemoryPlan:
         capacity = _capacity(devices)
         target = f"{len(devices)} local {devices[0].platform.upper()} devices"
     mesh = parallel.make_mesh(config.mesh, devices=devices)
+    parallel.check_batch_fits_mesh(config.batch_size, config.grad_accum_steps, mesh)
     cfg = state_lib.model_config(config)
     total_steps = config.total_steps or 1000
     optimizer, schedule = state_lib.build_optimizer(config, cfg, total_steps)
@@ -142,7 +146,9 @@ def plan(config, topology: str = "") -> MemoryPlan:
     step = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh,
                                      config.sharding_rules)
     common = dict(target=target, devices=len(devices), mesh=dict(mesh.shape), params_bytes=params_bytes,
-                  opt_state_bytes=opt_bytes, batch_bytes=batch_bytes, capacity_bytes=capacity)
+                  opt_state_bytes=opt_bytes, batch_bytes=batch_bytes, capacity_bytes=capacity,
+                  unsplit=parallel.unsplit_dimensions(lay.params_shapes, lay.logical_axes, mesh,
+                                                      config.sharding_rules))
     try:
         with jax.set_mesh(mesh):
             compiled = step.lower(state_shapes, batch_shapes).compile()

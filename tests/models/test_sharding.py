@@ -1,5 +1,7 @@
 """Sharded forward equals single-device forward; FSDP really splits every large parameter."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +64,31 @@ def test_fsdp_tp_splits_large_parameters_over_both_axes():
     for name, (total, per_device) in report.items():
         if total >= LARGE:
             assert per_device * 4 == total, name
+
+
+def test_model_creation_warns_about_a_dimension_the_mesh_cannot_split(caplog):
+    # tiny-gpt2 has 4 heads: tp=8 cannot split them, so they stay whole on every device.
+    mesh = parallel.make_mesh("dp:1,fsdp:1,tp:8")
+    with caplog.at_level(logging.WARNING):
+        model = parallel.create_sharded_model(lambda: build_model(get_preset("tiny-gpt2"), seed=0), mesh, "fsdp_tp")
+    assert nnx.state(model, nnx.Param)["blocks"]["wq"].get_value().sharding.spec[2] is None
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    wq = [line for line in lines if "parameter blocks/wq:" in line]
+    assert wq and "dimension 2 (heads, size 4)" in wq[0] and "mesh axis tp" in wq[0], lines
+    assert not any("parameter wte:" in line for line in lines)  # vocab 512 does split 8 ways
+
+
+def test_unsplit_dimensions_names_gpt2_vocab_and_gpt2_xl_heads():
+    from easylm_imitate.train.state import logical_axes
+
+    def unsplit(preset, mesh_spec):
+        cfg = get_preset(preset)
+        shapes = nnx.state(nnx.eval_shape(lambda: build_model(cfg))).to_pure_dict()
+        return parallel.unsplit_dimensions(shapes, logical_axes(cfg), parallel.make_mesh(mesh_spec), "fsdp_tp")
+
+    gpt2 = unsplit("gpt2", "dp:1,fsdp:4,tp:2")
+    assert len(gpt2) == 1 and gpt2[0].startswith("parameter wte: dimension 0 (vocab, size 50257)"), gpt2
+    xl = unsplit("gpt2-xl", "dp:2,fsdp:2,tp:2")
+    assert any(line.startswith("parameter blocks/wq: dimension 2 (heads, size 25)") for line in xl), xl
+    assert unsplit("llama-7b", "dp:2,fsdp:2,tp:2") == []
+    assert unsplit("gpt2", "dp:1,fsdp:8,tp:1") == []  # tp=1 splits nothing, so nothing is left whole

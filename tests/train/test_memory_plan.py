@@ -7,7 +7,8 @@ import re
 import subprocess
 import sys
 
-from support.train_helpers import REPO, env_with_devices
+import pytest
+from support.train_helpers import REPO, env_with_devices, smoke_config
 
 LLAMA_7B = os.path.join(REPO, "configs", "llama_7b_imitation.py")
 GIB = 1024 ** 3
@@ -55,3 +56,21 @@ def test_unknown_topology_is_a_one_line_error():
     proc = _plan("--compile_topology=v9-1")
     assert proc.returncode == 1
     assert "unknown slice 'v9-1'" in proc.stderr
+
+
+def test_plan_names_parameter_dimensions_the_mesh_cannot_split():
+    from easylm_imitate.train.memory_plan import plan
+
+    # tiny-gpt2's 4 heads cannot be split 8 ways: the plan says which parameters stay whole.
+    report = plan(smoke_config(**{"model.preset": "tiny-gpt2", "mesh": "dp:1,fsdp:1,tp:8", "seq_length": 32}))
+    text = report.render()
+    assert "memory plan for 8 local CPU devices" in text
+    assert "warning: parameter blocks/wq: dimension 2 (heads, size 4) is not split over mesh axis tp" in text
+    assert "parameter wte:" not in text  # its vocabulary of 512 does split
+
+
+def test_plan_rejects_a_batch_the_mesh_cannot_split():
+    from easylm_imitate.train.memory_plan import plan
+
+    with pytest.raises(ValueError, match=r"batch_size 12 with grad_accum_steps 1 on mesh .*'fsdp': 8"):
+        plan(smoke_config(**{"batch_size": 12, "seq_length": 32}))
