@@ -139,6 +139,7 @@ def train(config, workdir: str, log=print) -> TrainResult:
     total_steps = config.total_steps or max(1, train_rows.num_rows // config.batch_size)
     if config.batch_size % config.grad_accum_steps:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by grad_accum_steps {config.grad_accum_steps}")
+    parallel.check_batch_fits_mesh(config.batch_size, config.grad_accum_steps, mesh)
     write_run_info(workdir, config, cfg, tokenizer)
 
     optimizer, schedule = state_lib.build_optimizer(config, cfg, total_steps)
