@@ -43,6 +43,8 @@ EXTRAS = {
         "pytest>=8,<10",
         "pytest-timeout>=2.3,<3",
         "playwright>=1.50,<2",
+        # lm-evaluation-harness: its local-completions and hf models check our server.
+        "lm-eval[api]>=0.4.13,<0.5",
     ],
     "tpu": ["jax[tpu]>=0.10.2,<0.11"],
     "gpu": ["jax[cuda12]>=0.10.2,<0.11"],

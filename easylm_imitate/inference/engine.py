@@ -34,11 +34,22 @@ class GenRequest:
 
 @dataclasses.dataclass
 class GenResult:
-    """Generated text (cut before any stop string), its token ids and the finish reason."""
+    """Generated text (cut before any stop string), its token ids and the finish reason.
+
+    `end_token` is the end-of-sequence id generated last, when generation ended with one:
+    it is in neither `text` nor `token_ids`, but it was generated, so it counts as a
+    completion token and has a log-probability (OpenAI and vLLM report it).
+    """
 
     text: str
     token_ids: list[int]
     finish_reason: str
+    end_token: int | None = None
+
+    @property
+    def generated_ids(self) -> list[int]:
+        """Every generated token id: `token_ids` plus the end-of-sequence token, if any."""
+        return self.token_ids + ([self.end_token] if self.end_token is not None else [])
 
 
 def first_stop(text: str, stop: Sequence[str]) -> int:
@@ -89,6 +100,10 @@ class Engine:
     def decode(self, ids: Sequence[int]) -> str:
         """Text of token ids, special tokens dropped."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token as logprobs report it (special tokens spelled out, e.g. `</s>`)."""
+        return self.tokenizer.decode([int(token_id)])
 
     def text_pieces(self, text: str) -> tuple[list[int], list[str]]:
         """Token ids of `text` and the piece of text each token covers ("".join == text).
@@ -158,11 +173,11 @@ class Engine:
         for i, g in enumerate(gens):
             full = self.decode(g.tokens)
             text = visible(i, g.tokens, final=True)
-            tokens, reason = g.tokens, g.finish_reason
+            tokens, reason, end = g.tokens, g.finish_reason, g.end_token
             if len(text) < len(full):
-                reason, tokens = "stop", self._covering_prefix(g.tokens, len(text))
+                reason, tokens, end = "stop", self._covering_prefix(g.tokens, len(text)), None
             stream(i, text)
-            results.append(GenResult(text=text, token_ids=tokens, finish_reason=reason))
+            results.append(GenResult(text=text, token_ids=tokens, finish_reason=reason, end_token=end))
         return results
 
     def _covering_prefix(self, tokens: list[int], chars: int) -> list[int]:

@@ -7,8 +7,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 MAX_N = 16
-MAX_STOP = 4
-MAX_LOGPROBS = 5
+# OpenAI allows 4 stop strings, but clients send more (lm-evaluation-harness appends the
+# tokenizer's EOS string to a task's own); stop strings are checked on the host between
+# decode chunks, so a few dozen cost little.
+MAX_STOP = 64
+MAX_LOGPROBS = 5  # legacy completions `logprobs`
+MAX_TOP_LOGPROBS = 20  # chat `top_logprobs`
 
 
 class APIError(Exception):
@@ -75,6 +79,8 @@ class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class CompletionRequest(_Request):

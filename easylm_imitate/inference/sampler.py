@@ -48,10 +48,12 @@ class DecodeState:
 
 @dataclasses.dataclass
 class Generation:
-    """One row's result: new token ids (no end-of-sequence token) and why it ended."""
+    """One row's result: new token ids (no end-of-sequence token), why it ended, and the
+    end-of-sequence id that ended it (None when it ended otherwise)."""
 
     tokens: list[int]
     finish_reason: str  # 'stop' (end-of-sequence or stop condition) or 'length'
+    end_token: int | None = None
 
 
 # (row, token ids so far) -> True when the row must stop now (e.g. a stop string appeared).
@@ -133,7 +135,7 @@ class Sampler:
                  on_progress: Callable[[list[list[int]]], None] | None = None) -> list[Generation]:
         """Generate for each prompt (token ids) with its own sampling parameters.
 
-        Stops a row at any of `eos_ids` (not included in the output), after its
+        Stops a row at any of `eos_ids` (not in `tokens`; given as `end_token`), after its
         `max_new_tokens`, or when `stop_check(row, tokens)` says so (checked between chunks;
         the caller truncates). `on_progress(tokens_per_row)` is called after every chunk.
         """
@@ -199,5 +201,6 @@ class Sampler:
                                      mode=mode)
             tokens, lengths, hit_eos = jax.device_get((state.tokens, state.lengths, state.hit_eos))
         return [Generation(tokens=tokens[i, :lengths[i]].tolist(),
-                           finish_reason="stop" if (hit_eos[i] or stopped[i]) else "length")
+                           finish_reason="stop" if (hit_eos[i] or stopped[i]) else "length",
+                           end_token=int(tokens[i, lengths[i]]) if hit_eos[i] else None)
                 for i in range(rows)]

@@ -18,24 +18,32 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from easylm_imitate.inference.batcher import Batcher
 from easylm_imitate.inference.engine import Engine, GenRequest, GenResult
+from easylm_imitate.inference.logprobs import chat_logprobs, completion_logprobs, token_logprobs
 from easylm_imitate.inference.protocol import (MAX_STOP, APIError, ChatCompletionRequest, CompletionRequest,
                                                error_body)
+from easylm_imitate.inference.prompt_size import prompt_byte_limit, utf8_size
 from easylm_imitate.inference.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
 
 class Limits:
-    """Request limits: longest prompt, largest max_tokens, rows per batch."""
+    """Request limits: longest prompt, largest max_tokens, rows per batch.
+
+    `max_prompt_bytes`: text prompts above this many UTF-8 bytes are refused before
+    tokenisation; None derives it from the token limit (see `prompt_size.prompt_byte_limit`).
+    """
 
     def __init__(self, max_prompt_tokens: int = 2048, max_tokens: int = 1024, max_batch: int = 16,
-                 wait_ms: float = 5.0):
+                 wait_ms: float = 5.0, max_prompt_bytes: int | None = None):
         self.max_prompt_tokens, self.max_tokens = max_prompt_tokens, max_tokens
         self.max_batch, self.wait_ms = max_batch, wait_ms
+        self.max_prompt_bytes = max_prompt_bytes
 
 
 def create_app(engine: Engine, model_name: str, limits: Limits | None = None) -> FastAPI:
@@ -46,6 +54,16 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None) ->
     app.state.batcher = batcher
     app.router.add_event_handler("shutdown", batcher.close)
     created = int(time.time())
+    prompt_bytes = limits.max_prompt_bytes or prompt_byte_limit(
+        min(limits.max_prompt_tokens, engine.context_length), engine.tokenizer)
+
+    def check_prompt_size(texts: list[str], param: str) -> None:
+        """Refuse text too large to fit the token limit by its byte size, before tokenising it."""
+        size = utf8_size(texts)
+        if size > prompt_bytes:
+            raise APIError(400, f"{param}: {size} bytes of text; this server accepts at most {prompt_bytes} "
+                           f"bytes (max_prompt_bytes) and {limits.max_prompt_tokens} tokens", param=param,
+                           code="context_length_exceeded")
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, e: APIError):
@@ -112,7 +130,14 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None) ->
             return []
         return await asyncio.wrap_future(batcher.generate(rows))
 
-    def stream_rows(rows: list[GenRequest], chunk_fn, final_fn) -> StreamingResponse:
+    async def score_results(prompt_ids: list[list[int]], results: list[GenResult], top: int):
+        """Scores of each row's prompt plus everything it generated (end-of-sequence included)."""
+        seqs = [list(p) + r.generated_ids for p, r in zip(prompt_ids, results, strict=True)]
+        return await asyncio.wrap_future(batcher.score(seqs, top))
+
+    def stream_rows(rows: list[GenRequest], chunk_fn, final_fn, logprobs_fn) -> StreamingResponse:
+        """SSE: `chunk_fn(None, None)` opens, `chunk_fn(row, text)` per delta; the last chunk of
+        each row is `final_fn(row, result, logprobs)` with `await logprobs_fn(results)`."""
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue = asyncio.Queue()
         for i, row in enumerate(rows):
@@ -125,11 +150,14 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None) ->
                 yield _sse(first)
             while (item := await deltas.get()) is not None:
                 yield _sse(chunk_fn(*item))
-            if future.exception() is not None:
-                yield _sse(error_body(f"generation failed: {future.exception()}", type="server_error"))
+            try:
+                results = future.result()
+                logprobs = await logprobs_fn(results)
+            except Exception as e:
+                yield _sse(error_body(f"generation failed: {e}", type="server_error"))
             else:
-                for i, result in enumerate(future.result()):
-                    yield _sse(final_fn(i, result))
+                for i, (result, lp) in enumerate(zip(results, logprobs)):
+                    yield _sse(final_fn(i, result, lp))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -139,16 +167,26 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None) ->
         stops = check_common(req)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in req.messages]
+        check_prompt_size([m["content"] for m in messages], "messages")
         try:
-            prompt_ids = engine.chat_ids(messages)
+            prompt_ids = await run_in_threadpool(engine.chat_ids, messages)
         except Exception as e:  # template errors (e.g. roles out of order) are the request's fault
             raise APIError(400, f"messages: cannot render the chat template: {e}", param="messages") from None
         room = engine.context_length - len(prompt_ids)
         max_tokens = req.max_completion_tokens or req.max_tokens or max(1, min(limits.max_tokens, room))
         check_lengths(len(prompt_ids), max_tokens)
+        if req.top_logprobs is not None and not req.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
         rows = rows_for(prompt_ids, req, max_tokens, stops)
         rid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "created": now, "model": model_name}
+
+        async def logprobs_of(results: list[GenResult]) -> list[dict | None]:
+            if not req.logprobs:
+                return [None] * len(results)
+            scores = await score_results([prompt_ids] * len(results), results, req.top_logprobs or 0)
+            return [chat_logprobs(token_logprobs(engine, prompt_ids, None, r, s, echo=False))
+                    for r, s in zip(results, scores)]
         if req.stream:
             def chunk(i, text):
                 if i is None:
@@ -158,15 +196,17 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None) ->
                 return {**head, "object": "chat.completion.chunk",
                         "choices": [{"index": i, "delta": {"content": text}, "finish_reason": None}]}
 
-            def final(i, r):
+            def final(i, r, lp):
                 return {**head, "object": "chat.completion.chunk",
-                        "choices": [{"index": i, "delta": {}, "finish_reason": r.finish_reason}]}
-            return stream_rows(rows, chunk, final)
+                        "choices": [{"index": i, "delta": {}, "logprobs": lp, "finish_reason": r.finish_reason}]}
+            return stream_rows(rows, chunk, final, logprobs_of)
         results = await run_rows(rows)
-        completion = sum(len(r.token_ids) for r in results)
+        logprobs = await logprobs_of(results)
+        completion = sum(len(r.generated_ids) for r in results)
         return {**head, "object": "chat.completion",
                 "choices": [{"index": i, "message": {"role": "assistant", "content": r.text},
-                             "logprobs": None, "finish_reason": r.finish_reason} for i, r in enumerate(results)],
+                             "logprobs": lp, "finish_reason": r.finish_reason}
+                            for i, (r, lp) in enumerate(zip(results, logprobs))],
                 "usage": {"prompt_tokens": len(prompt_ids), "completion_tokens": completion,
                           "total_tokens": len(prompt_ids) + completion}}
 
@@ -182,9 +222,11 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None) ->
         out = []
         for item in p:
             if isinstance(item, str):
+                check_prompt_size([item], "prompt")
                 ids, pieces = engine.text_pieces(item)
                 out.append((ids, pieces, item))
             else:
+                check_lengths(len(item), req.max_tokens)  # before the per-token work below
                 bad = [t for t in item if not 0 <= t < engine.cfg.vocab_size]
                 if bad:
                     raise APIError(400, f"prompt: token id {bad[0]} is outside the vocabulary "
@@ -196,7 +238,7 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None) ->
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest):
         stops = check_common(req)
-        prompts = completion_prompts(req)
+        prompts = await run_in_threadpool(completion_prompts, req)  # tokenising is slow: off the event loop
         for ids, _, _ in prompts:
             check_lengths(len(ids), req.max_tokens)
         if req.stream and req.max_tokens == 0:
@@ -205,6 +247,15 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None) ->
             if req.max_tokens > 0 else []
         rid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "created": now, "model": model_name}
+
+        async def logprobs_of(results: list[GenResult]) -> list[dict | None]:
+            if req.logprobs is None:
+                return [None] * len(results)
+            rows_prompts = [prompts[i // req.n] for i in range(len(results))]
+            scores = await score_results([ids for ids, _, _ in rows_prompts], results, req.logprobs)
+            return [completion_logprobs(token_logprobs(engine, ids, pieces, r, s, req.echo))
+                    for (ids, pieces, _), r, s in zip(rows_prompts, results, scores)]
+
         if req.stream:
             def chunk(i, text):
                 if i is None:
@@ -215,56 +266,24 @@ def create_app(engine: Engine, model_name: str, limits: Limits | None = None) ->
                 return {**head, "object": "text_completion",
                         "choices": [{"index": i, "text": text, "logprobs": None, "finish_reason": None}]}
 
-            def final(i, r):
+            def final(i, r, lp):
                 return {**head, "object": "text_completion",
-                        "choices": [{"index": i, "text": "", "logprobs": None, "finish_reason": r.finish_reason}]}
-            return stream_rows(rows, chunk, final)
+                        "choices": [{"index": i, "text": "", "logprobs": lp, "finish_reason": r.finish_reason}]}
+            return stream_rows(rows, chunk, final, logprobs_of)
         results = await run_rows(rows)
         if not results:  # max_tokens == 0: one empty completion per (prompt, n)
             results = [GenResult("", [], "length") for _ in prompts for _ in range(req.n)]
-        scores = None
-        if req.logprobs is not None:
-            seqs = [prompts[i // req.n][0] + r.token_ids for i, r in enumerate(results)]
-            scores = await asyncio.wrap_future(batcher.score(seqs, req.logprobs))
-        choices = []
-        for i, r in enumerate(results):
-            ids, pieces, text = prompts[i // req.n]
-            choice = {"index": i, "text": (text + r.text) if req.echo else r.text,
-                      "logprobs": None, "finish_reason": r.finish_reason}
-            if scores is not None:
-                choice["logprobs"] = _logprobs(engine, ids, pieces, r, scores[i], req.echo)
-            choices.append(choice)
+        logprobs = await logprobs_of(results)
+        choices = [{"index": i, "text": (prompts[i // req.n][2] + r.text) if req.echo else r.text,
+                    "logprobs": lp, "finish_reason": r.finish_reason}
+                   for i, (r, lp) in enumerate(zip(results, logprobs))]
         prompt_tokens = sum(len(ids) for ids, _, _ in prompts)
-        completion = sum(len(r.token_ids) for r in results)
+        completion = sum(len(r.generated_ids) for r in results)
         return {**head, "object": "text_completion", "choices": choices,
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                           "total_tokens": prompt_tokens + completion}}
 
     return app
-
-
-def _logprobs(engine: Engine, prompt_ids, prompt_pieces, result: GenResult, scores, echo: bool) -> dict:
-    """The legacy completions `logprobs` object for the returned text."""
-    gen_pieces = engine.id_pieces(result.token_ids, prefix=prompt_ids)
-    n_prompt = len(prompt_ids)
-    ids = list(prompt_ids) + list(result.token_ids)
-    pieces = list(prompt_pieces) + gen_pieces
-    first = 0 if echo else n_prompt
-    tokens, token_lps, tops, offsets, offset = [], [], [], [], 0
-    for t in range(first, len(ids)):
-        tokens.append(pieces[t])
-        offsets.append(offset)
-        offset += len(pieces[t])
-        if t == 0:
-            token_lps.append(None)
-            tops.append(None)
-            continue
-        token_lps.append(float(scores.logprobs[t - 1]))
-        top = {}
-        for tid, lp in zip(scores.top_ids[t - 1], scores.top_logprobs[t - 1]):
-            top.setdefault(engine.tokenizer.decode([int(tid)]), float(lp))
-        tops.append(top)
-    return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
 
 
 def _sse(payload) -> str:
