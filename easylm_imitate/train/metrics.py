@@ -1,12 +1,15 @@
-"""Throughput, MFU and logging sinks (console, TensorBoard)."""
+"""Throughput, MFU and the run's metrics sinks (WORKDIR/metrics.jsonl, TensorBoard)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import jax
 import numpy as np
+
+from easylm_imitate.fileio import LineError, iter_jsonl, write_jsonl_atomic
 
 # Dense bf16 peak FLOP/s per device (datasheets). CPU has no useful datasheet figure: it is
 # measured at start-up with a float32 matmul instead (see `measured_matmul_peak`).
@@ -69,26 +72,81 @@ class Throughput:
         self._t, self._steps = time.perf_counter(), 0
 
 
-class Logger:
-    """Writes scalars to TensorBoard (process 0 only) and keeps the history in memory."""
+METRICS_FILE = "metrics.jsonl"
 
-    def __init__(self, workdir: str, enabled: bool = True):
+
+def record_key(record: dict) -> tuple[int, str]:
+    """(step, kind) of a metrics record: what identifies it in metrics.jsonl. `kind` is
+    `train` or `eval`; records written before `kind` existed get it from their fields."""
+    kind = record.get("kind") or ("eval" if any(k.startswith("eval_") for k in record) else "train")
+    return int(record["step"]), kind
+
+
+def records_through(path: str, step: int, warn=print) -> list[dict]:
+    """The records of the metrics file `path` logged at or before `step`, in file order. A line
+    that is not a whole record (a run killed while writing it) is dropped with a warning."""
+    if not os.path.exists(path):
+        return []
+    kept = []
+    for number, record in iter_jsonl(path):
+        if isinstance(record, LineError) or not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            warn(f"{path}:{number}: not a metrics record, dropped")
+        elif record["step"] <= step:
+            kept.append(record)
+    return kept
+
+
+class Logger:
+    """A run's metrics: appended to WORKDIR/metrics.jsonl as they are logged (one flushed line
+    per record) and to TensorBoard, by process 0 only; `history` holds this run's records.
+
+    A run that resumes from the checkpoint of step `start` first cuts metrics.jsonl back to the
+    records of steps <= `start` (what the interrupted run logged after its checkpoint is redone),
+    and a record logged again replaces the old one, so each (step, kind) appears once, with the
+    value of the run that counts. A run starting at step 0 starts the file afresh.
+    """
+
+    def __init__(self, workdir: str, enabled: bool = True, start: int = 0, warn=print):
         self.history: list[dict] = []
-        self._writer = None
-        if enabled and jax.process_index() == 0:
+        self._writer = self._file = None
+        self._path = os.path.join(workdir, METRICS_FILE)
+        if jax.process_index() != 0:
+            return
+        self._rewrite(records_through(self._path, start, warn) if start > 0 else [])
+        if enabled:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            # TensorBoard hides what earlier event files hold for the steps this run redoes.
+            self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start + 1 if start else 0)
 
-    def write(self, step: int, scalars: dict) -> None:
-        """Record scalars for `step`."""
-        scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
-        self.history.append({"step": step, **scalars})
+    def _rewrite(self, records: list[dict]) -> None:
+        """Replace the metrics file by `records` atomically and reopen it for appending."""
+        if self._file is not None:
+            self._file.close()
+        write_jsonl_atomic(self._path, records)
+        self._records = {record_key(r): r for r in records}
+        self._file = open(self._path, "a", encoding="utf-8")
+
+    def write(self, step: int, scalars: dict, kind: str = "train") -> None:
+        """Record scalars of `kind` (`train` or `eval`) for `step`."""
+        record = {"step": step, "kind": kind, **{k: float(np.asarray(v)) for k, v in scalars.items()}}
+        self.history.append(record)
+        if self._file is not None:
+            key = record_key(record)
+            if key in self._records:  # logged before (e.g. the final eval of a finished run, rerun)
+                self._rewrite([r for k, r in self._records.items() if k != key])
+            self._records[key] = record
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self._writer is not None:
-            for k, v in scalars.items():
-                self._writer.add_scalar(k, v, step)
+            for k, v in record.items():
+                if k not in ("step", "kind"):
+                    self._writer.add_scalar(k, v, step)
 
     def close(self) -> None:
-        """Flush and close the event file."""
+        """Close the metrics file and flush and close the event file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._writer is not None:
             self._writer.close()

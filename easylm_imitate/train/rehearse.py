@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 from absl import app, flags
 
@@ -37,11 +38,12 @@ def _pump(stream, prefix: str, sink) -> None:
         sink.flush()
 
 
-def launch(train_args: list[str], num_processes: int = 2, devices_per_process: int = 4, timeout: int = 1800,
-           sink=sys.stdout) -> list[int]:
-    """Run `python -m easylm_imitate.train TRAIN_ARGS` as `num_processes` joined processes; return codes."""
+def start(train_args: list[str], num_processes: int = 2, devices_per_process: int = 4,
+          sink=sys.stdout) -> list[subprocess.Popen]:
+    """Start `python -m easylm_imitate.train TRAIN_ARGS` as `num_processes` joined processes
+    whose output goes to `sink` line by line, prefixed with the host number."""
     address = f"127.0.0.1:{free_port()}"
-    procs, pumps = [], []
+    procs = []
     for i in range(num_processes):
         env = dict(os.environ, JAX_PLATFORMS="cpu",
                    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
@@ -49,28 +51,46 @@ def launch(train_args: list[str], num_processes: int = 2, devices_per_process: i
                f"--config.distributed.coordinator_address={address}",
                f"--config.distributed.num_processes={num_processes}", f"--config.distributed.process_id={i}"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        pump = threading.Thread(target=_pump, args=(proc.stdout, str(i), sink), daemon=True)
-        pump.start()
+        proc.pump = threading.Thread(target=_pump, args=(proc.stdout, str(i), sink), daemon=True)
+        proc.pump.start()
         procs.append(proc)
-        pumps.append(pump)
+    return procs
+
+
+def wait(procs: list[subprocess.Popen], timeout: float) -> list[int | None]:
+    """Exit codes of processes from `start`, waiting at most `timeout` seconds in all; any
+    still running then is killed and reported as None."""
+    deadline = time.monotonic() + timeout
     codes = []
     try:
         for proc in procs:
-            codes.append(proc.wait(timeout=timeout))
+            try:
+                codes.append(proc.wait(timeout=max(deadline - time.monotonic(), 0.01)))
+            except subprocess.TimeoutExpired:
+                codes.append(None)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-        for pump in pumps:
-            pump.join(timeout=5)
+                proc.wait()
+        for proc in procs:
+            proc.pump.join(timeout=5)
     return codes
+
+
+def launch(train_args: list[str], num_processes: int = 2, devices_per_process: int = 4, timeout: int = 1800,
+           sink=sys.stdout) -> list[int | None]:
+    """Run `python -m easylm_imitate.train TRAIN_ARGS` as `num_processes` joined processes; return
+    their exit codes (None for one killed after `timeout` seconds)."""
+    return wait(start(train_args, num_processes, devices_per_process, sink), timeout)
 
 
 def main(argv):
     """Launch the processes with the arguments after `--`."""
     codes = launch(argv[1:], _NUM.value, _DEVICES.value, _TIMEOUT.value)
-    print(f"exit codes: {codes}")
-    raise SystemExit(max(codes, key=abs) if any(codes) else 0)
+    print(f"exit codes: {codes} (None: still running after --timeout, killed)")
+    failed = [124 if c is None else c for c in codes if c != 0]
+    raise SystemExit(max(failed, key=abs) if failed else 0)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
-"""Shared helpers for trainer tests: smoke configs, subprocess runs, reading final params."""
+"""Shared helpers for trainer tests: smoke configs, subprocess runs, reading final params and metrics."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -61,10 +63,62 @@ def final_params(workdir: str) -> dict[str, np.ndarray]:
 
     step, _ = run_checkpoint.read_run_meta(workdir)
     with run_checkpoint.manager(workdir, read_only=True) as mgr:
-        import orbax.checkpoint as ocp
-
         meta = mgr.item_metadata(step)["params"]
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # any topology the run was saved on
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
     restored = run_checkpoint.restore_params_only(workdir, step, target)
     flat = jax.tree_util.tree_flatten_with_path(restored)[0]
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
+
+
+TIMING_FIELDS = ("tokens_per_s", "tflops_per_device", "mfu")  # wall-clock rates: differ between runs
+
+
+def read_metrics(workdir) -> list[dict]:
+    """The records of a run's metrics.jsonl, in file order."""
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def checkpoint_steps(workdir) -> list[int]:
+    """The finished checkpoint steps of a run (Orbax renames a step directory into place when done)."""
+    ckpts = os.path.join(workdir, "checkpoints")
+    return sorted(int(d) for d in os.listdir(ckpts) if d.isdigit()) if os.path.isdir(ckpts) else []
+
+
+def wait_until(condition, procs, timeout: float = 240, what: str = "condition"):
+    """Poll `condition()` until it returns a true value (returned); fails if a process of
+    `procs` exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        for proc in procs:
+            assert proc.poll() is None, f"training exited ({proc.returncode}) before {what}"
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def assert_metrics_like_reference(workdir, reference) -> None:
+    """metrics.jsonl of `workdir` holds each (step, kind) of the uninterrupted `reference` run
+    exactly once, with the same values (timing rates aside)."""
+    got, want = read_metrics(workdir), read_metrics(reference)
+    keys = [(r["step"], r["kind"]) for r in got]
+    assert len(keys) == len(set(keys)), f"records logged twice: {sorted(k for k in keys if keys.count(k) > 1)}"
+    assert sorted(keys) == sorted((r["step"], r["kind"]) for r in want)
+
+    def values(r):
+        return {k: v for k, v in r.items() if k not in TIMING_FIELDS}
+
+    expected = {(r["step"], r["kind"]): values(r) for r in want}
+    for r in got:
+        assert values(r) == expected[(r["step"], r["kind"])], f"step {r['step']} {r['kind']} differs"
+
+
+def assert_same_final_params(workdir, reference) -> None:
+    """The latest checkpoints of the two runs hold bitwise equal parameters."""
+    a, b = final_params(str(reference)), final_params(str(workdir))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), f"{k} differs from the uninterrupted run"
