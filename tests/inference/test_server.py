@@ -10,6 +10,7 @@ import openai
 import pytest
 import torch
 from models.hf_helpers import TINY_TOKENIZER, random_hf_model
+from support.eos_model import eos_prone_hf_model
 from transformers import AutoTokenizer
 
 from easylm_imitate.convert.hf_weights import from_torch_model
@@ -145,3 +146,104 @@ def test_server_keeps_serving_after_bad_requests(stack):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=MESSAGES)
     assert client.completions.create(model=NAME, prompt="hi", max_tokens=2, temperature=0).choices[0].finish_reason
+
+
+@pytest.fixture(scope="module")
+def eos_stack():
+    """(torch model, engine, base URL, openai client) for a tiny model that often ends text."""
+    hf = eos_prone_hf_model()
+    engine = Engine(from_torch_model(hf), AutoTokenizer.from_pretrained(TINY_TOKENIZER))
+    with running_server(create_app(engine, NAME, Limits(max_prompt_tokens=100, max_tokens=64))) as url:
+        yield hf, engine, url, openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+
+
+def ends_with_eos(hf, engine, prompts, chat=False):
+    """(prompt, its ids, generated ids, EOS id) of the first prompt whose greedy generation
+    (by the torch model) ends with end-of-sequence after 1 to 15 other tokens."""
+    for p in prompts:
+        ids = engine.chat_ids([{"role": "user", "content": p}]) if chat else engine.encode(p)
+        gen = []
+        while len(gen) < 16:
+            with torch.no_grad():
+                token = int(hf(torch.tensor([ids + gen])).logits[0, -1].argmax())
+            if token in engine.eos_ids:
+                if gen:
+                    return p, ids, gen, token
+                break
+            gen.append(token)
+    raise AssertionError("no prompt ends with end-of-sequence; pick other prompts")
+
+
+def torch_logprobs(hf, ids):
+    """[len(ids) - 1, vocab] float64 log-probs of each next token."""
+    with torch.no_grad():
+        return torch.log_softmax(hf(torch.tensor([ids])).logits[0].double(), -1).numpy()[:-1]
+
+
+CANDIDATES = ["The opposite of hot is", "One two three", "The list: one, two,", "Hello there", "Once upon a time"]
+
+
+def test_completion_logprobs_include_the_generated_end_of_sequence_token(eos_stack):
+    hf, engine, _, client = eos_stack
+    prompt, ids, gen, eos = ends_with_eos(hf, engine, CANDIDATES)
+    eos_text = engine.tokenizer.decode([eos])
+    resp = client.completions.create(model=NAME, prompt=prompt, max_tokens=16, temperature=0, logprobs=2)
+    choice = resp.choices[0]
+    choice_lp = choice.logprobs
+    assert choice.text == engine.decode(gen) and eos_text not in choice.text and choice.finish_reason == "stop"
+    assert choice_lp.tokens == engine.id_pieces(gen, prefix=ids) + [eos_text]
+    full = ids + gen + [eos]
+    logp = torch_logprobs(hf, full)
+    rows = np.arange(len(ids) - 1, len(full) - 1)
+    np.testing.assert_allclose(choice_lp.token_logprobs, logp[rows, full[len(ids):]], atol=1e-4)
+    assert [max(t.values()) for t in choice_lp.top_logprobs] == pytest.approx(logp[rows].max(-1), abs=1e-4)
+    assert choice_lp.text_offset[-1] == len(choice.text)  # EOS sits at the end; its text is not in `text`
+    assert resp.usage.completion_tokens == len(gen) + 1
+    # lm-evaluation-harness: echo the prompt, one generated token, read token_logprobs[ctxlen:-1].
+    ctx = len(ids) - 2
+    seq = client.completions.create(model=NAME, prompt=full[:-1], echo=True, logprobs=1, max_tokens=1, temperature=0)
+    lps = seq.choices[0].logprobs
+    assert len(lps.token_logprobs) == len(full) and lps.tokens[-1] == eos_text
+    assert sum(lps.token_logprobs[ctx:-1]) == pytest.approx(logp[np.arange(ctx - 1, len(full) - 2),
+                                                                 full[ctx:-1]].sum(), abs=1e-4)
+
+
+def test_chat_logprobs_include_the_generated_end_of_sequence_token(eos_stack):
+    hf, engine, _, client = eos_stack
+    prompt, ids, gen, eos = ends_with_eos(hf, engine, CANDIDATES, chat=True)
+    eos_text = engine.tokenizer.decode([eos])
+    messages = [{"role": "user", "content": prompt}]
+    resp = client.chat.completions.create(model=NAME, messages=messages, max_tokens=16, temperature=0,
+                                          logprobs=True, top_logprobs=3)
+    assert resp.choices[0].logprobs is not None, "logprobs=true but the response has none"
+    content = resp.choices[0].logprobs.content
+    assert resp.choices[0].message.content == engine.decode(gen) and eos_text not in engine.decode(gen)
+    assert [c.token for c in content] == engine.id_pieces(gen, prefix=ids) + [eos_text]
+    assert content[-1].bytes == list(eos_text.encode())
+    full = ids + gen + [eos]
+    logp = torch_logprobs(hf, full)
+    rows = np.arange(len(ids) - 1, len(full) - 1)
+    np.testing.assert_allclose([c.logprob for c in content], logp[rows, full[len(ids):]], atol=1e-4)
+    assert all(len(c.top_logprobs) == 3 for c in content)
+    np.testing.assert_allclose([c.top_logprobs[0].logprob for c in content], logp[rows].max(-1), atol=1e-4)
+    assert resp.usage.completion_tokens == len(content)
+    stream = list(client.chat.completions.create(model=NAME, messages=messages, max_tokens=16, temperature=0,
+                                                 logprobs=True, stream=True))
+    streamed = [c for chunk in stream for choice in chunk.choices if choice.logprobs
+                for c in choice.logprobs.content]
+    assert [c.token for c in streamed] == [c.token for c in content]
+    plain = client.chat.completions.create(model=NAME, messages=messages, max_tokens=16, temperature=0)
+    assert plain.choices[0].logprobs is None
+
+
+def test_many_stop_strings_are_accepted(eos_stack):
+    _, engine, url, client = eos_stack
+    want = direct(engine, engine.encode("The opposite of hot is"), n=16)
+    stops = [f"#{i}#" for i in range(9)] + ["</s>"]  # lm-eval adds the EOS string to a task's own
+    resp = client.completions.create(model=NAME, prompt="The opposite of hot is", max_tokens=16, temperature=0,
+                                     stop=stops)
+    assert resp.choices[0].text == want.text
+    r = httpx.post(url + "/v1/completions", json={"model": NAME, "prompt": "hi", "stop": [str(i) for i in range(65)]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stop"
+    r = httpx.post(url + "/v1/chat/completions", json={"model": NAME, "messages": MESSAGES, "top_logprobs": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "top_logprobs"
