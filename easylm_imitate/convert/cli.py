@@ -7,21 +7,24 @@ import sys
 from collections.abc import Callable, Sequence
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from easylm_imitate.checkpoint import CheckpointError
 from easylm_imitate.convert.hf_config import ConversionError
 
 
 def quiet_logs_by_default() -> None:
-    """Default absl verbosity to WARNING (Orbax logs every file at INFO); --verbosity=0 restores it."""
-    flags.FLAGS.set_default("verbosity", -1)
+    """Log at WARNING unless --verbosity was given (Orbax logs every file it writes at INFO);
+    call after flags are parsed. --verbosity=0 restores INFO."""
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def run_or_exit(fn, *args, **kwargs):
     """Call `fn`; on bad input print `error: ...` (one line) and exit 1. Prints the result path."""
     try:
         result = fn(*args, **kwargs)
-    except (ConversionError, CheckpointError, FileNotFoundError) as e:
+    except (ConversionError, CheckpointError, OSError) as e:  # OSError: unreadable input, unwritable output
         print(f"error: {e}".splitlines()[0], file=sys.stderr)
         sys.exit(1)
     print(result)
@@ -30,16 +33,16 @@ def run_or_exit(fn, *args, **kwargs):
 
 def converter(convert: Callable[[flags.FlagValues], object], required: Sequence[str]):
     """`(main, run)` of a converter binary whose flags are defined: marks `required` as
-    required, quiets logs (see quiet_logs_by_default) and returns the absl `main`, which
-    refuses positional arguments and calls `convert(FLAGS)` through run_or_exit, and the
+    required and returns the absl `main`, which refuses positional arguments, quiets logs
+    (see quiet_logs_by_default) and calls `convert(FLAGS)` through run_or_exit, and the
     console entry point `run`."""
     flags.mark_flags_as_required(list(required))
-    quiet_logs_by_default()
 
     def main(argv):
         """Refuse positional arguments, then convert as the flags say."""
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        quiet_logs_by_default()
         run_or_exit(convert, flags.FLAGS)
 
     def run():
