@@ -37,9 +37,12 @@ def main(argv):
         raise app.UsageError("--compile_topology needs --compile_only")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required for training")
-    from easylm_imitate.train.trainer import train
+    from easylm_imitate.train.trainer import RUN_ERRORS, train
 
-    result = train(_CONFIG.value, _WORKDIR.value)
+    try:
+        result = train(_CONFIG.value, _WORKDIR.value)
+    except RUN_ERRORS as e:  # says what and where: the last line is the message, no traceback
+        raise SystemExit(f"error: {e}") from None
     if result.interrupted:
         raise SystemExit(143)
 

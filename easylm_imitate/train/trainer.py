@@ -6,23 +6,28 @@ import dataclasses
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import jax
-import numpy as np
 from tqdm import tqdm
 
 import easylm_imitate
 from easylm_imitate import parallel
+from easylm_imitate.checkpoint import CheckpointError
 from easylm_imitate.data import train_loader
 from easylm_imitate.fileio import write_json_atomic, write_jsonl_atomic
 from easylm_imitate.train import metrics as metrics_lib
-from easylm_imitate.train import run_checkpoint, state as state_lib
+from easylm_imitate.train import integrity, resume, run_checkpoint, run_lock, state as state_lib
+from easylm_imitate.train.nonfinite import NonFiniteError, NonFiniteGuard
 from easylm_imitate.train.host_memory import keep_freed_host_memory
-from easylm_imitate.train.step import TrainState, eval_step
+from easylm_imitate.train.preemption import StopRequest
+from easylm_imitate.train.step import eval_step
+
+
+# Failures `train` explains in one line (the binary prints them without a traceback).
+RUN_ERRORS = (CheckpointError, run_lock.RunLockError, NonFiniteError, train_loader.DataError)
 
 
 @dataclasses.dataclass
@@ -32,30 +37,6 @@ class TrainResult:
     final_step: int
     history: list[dict]
     interrupted: bool = False
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGINT; the loop saves a checkpoint and exits at the next step."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous = {}
-
-    def install(self) -> None:
-        """Route SIGTERM and SIGINT to this flag (main thread only)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not in the main thread (e.g. called from a test thread)
-                pass
-
-    def _handle(self, signum, frame):
-        self.signal = signum
-
-    def restore(self) -> None:
-        """Put the previous handlers back."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def load_tokenizer(config):
@@ -125,10 +106,17 @@ def load_data(config, tokenizer, workdir: str, log=print):
 
 
 def train(config, workdir: str, log=print) -> TrainResult:
-    """Run (or resume) the training run described by `config` in `workdir`."""
+    """Run (or resume) the training run described by `config` in `workdir`; RunLockError when
+    another trainer holds `workdir` (see `run_lock`)."""
     dist = config.distributed
     parallel.initialize_distributed(dist.coordinator_address or None, dist.num_processes or None,
                                     None if dist.process_id < 0 else dist.process_id)
+    with run_lock.RunLock(workdir, jax.process_index()):
+        return _train(config, workdir, log)
+
+
+def _train(config, workdir: str, log) -> TrainResult:
+    """`train` once the run directory's lock is held."""
     mesh = parallel.make_mesh(config.mesh)
     if config.reuse_host_memory and jax.default_backend() == "cpu":
         keep_freed_host_memory()
@@ -147,17 +135,14 @@ def train(config, workdir: str, log=print) -> TrainResult:
     mgr = run_checkpoint.manager(workdir, config.save_every_steps, config.keep_checkpoints or None)
 
     start, data_state, tokens_seen = 0, None, 0
+    guard = NonFiniteGuard(config.nonfinite)
+    data_fp = integrity.data_fingerprint(train_rows.rows, config.seed)
     with jax.set_mesh(mesh):
-        latest = mgr.latest_step()
-        if latest is not None:
-            restored = run_checkpoint.restore(
-                mgr, latest, run_checkpoint.abstract_like(lay.params_shapes, lay.params_shardings),
-                run_checkpoint.abstract_like(jax.eval_shape(optimizer.init, lay.params_shapes), lay.opt_shardings))
-            step_arr = jax.device_put(np.asarray(latest, np.int32), lay.state_shardings.step)
-            state = TrainState(restored["params"], restored["opt_state"], step_arr)
-            start, data_state = latest, restored["data"]
-            tokens_seen = int(restored["meta"].get("tokens_seen", 0))
-            log(f"resuming from step {latest} ({mgr.directory})")
+        resumed = resume.resume(mgr, workdir, lay, optimizer, data_fp, log)
+        if resumed is not None:
+            state, start, data_state = resumed.state, resumed.step, resumed.data_state
+            tokens_seen = int(resumed.meta.get("tokens_seen", 0))
+            log(f"resuming from step {start} ({mgr.directory})")
         else:
             params = (state_lib.params_from(config.init_from, lay) if config.init_from
                       else state_lib.fresh_params(cfg, config.seed, lay))
@@ -170,18 +155,18 @@ def train(config, workdir: str, log=print) -> TrainResult:
         batches.set_state(data_state)
     batch_shardings = {k: parallel.batch_sharding(mesh) for k in train_rows.rows}
     step_fn = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh,
-                                     config.sharding_rules)
+                                     config.sharding_rules, guard.skip)
     eval_fn = jax.jit(functools.partial(eval_step, lay.graphdef), in_shardings=(lay.params_shardings, batch_shardings))
 
     peak, peak_source = metrics_lib.peak_flops_per_device(config.peak_flops_per_device)
     throughput = metrics_lib.Throughput(cfg.flops_per_token(config.seq_length), config.batch_size * config.seq_length,
                                         peak, jax.device_count())
-    logger = metrics_lib.Logger(workdir, config.tensorboard)
+    logger = metrics_lib.Logger(workdir, config.tensorboard, start, log)
     log(f"mesh {dict(mesh.shape)}, {total_steps} steps of {config.batch_size}x{config.seq_length} tokens; "
         f"MFU against {peak / 1e12:.2f} TFLOP/s per device ({peak_source})")
 
     def meta(step):
-        return {"step": step, "tokens_seen": tokens_seen, "model": cfg.to_dict(),
+        return {"step": step, "tokens_seen": tokens_seen, "model": cfg.to_dict(), "data_fingerprint": data_fp,
                 "config": json.loads(config.to_json_best_effort())}
 
     def evaluate(step):
@@ -195,12 +180,21 @@ def train(config, workdir: str, log=print) -> TrainResult:
                 sums = {k: sums[k] + float(out[k]) for k in sums}
         count = max(sums["count"], 1.0)
         scalars = {"eval_loss": sums["loss_sum"] / count, "eval_accuracy": sums["correct"] / count}
-        logger.write(step, scalars)
+        logger.write(step, scalars, kind="eval")
         log(f"step {step}: eval loss {scalars['eval_loss']:.4f}, accuracy {scalars['eval_accuracy']:.3f}")
 
     if start == 0:
         evaluate(0)  # the starting point, so the eval curve shows what training bought
-    stop = _StopFlag()
+    last_saved = start if start in mgr.all_steps() else None  # a stop before any step saves nothing new
+
+    def save(step, force):
+        nonlocal last_saved
+        guard.settle()
+        if run_checkpoint.save(mgr, step, state.params, state.opt_state, batches.get_state(), meta(step),
+                               force=force):
+            last_saved = step
+
+    stop = StopRequest()
     stop.install()
     interrupted = False
     step = start
@@ -209,20 +203,23 @@ def train(config, workdir: str, log=print) -> TrainResult:
     try:
         with jax.set_mesh(mesh):
             while step < total_steps:
-                if stop.signal is not None:
-                    log(f"signal {stop.signal}: saving step {step} and stopping; rerun the same command to resume")
-                    run_checkpoint.save(mgr, step, state.params, state.opt_state, batches.get_state(), meta(step),
-                                        force=True)
+                if stop.should_stop(step - start):  # the same answer on every process
+                    log(f"stop requested (SIGTERM/SIGINT): saving step {step} and stopping; "
+                        "rerun the same command to resume")
+                    if last_saved != step:
+                        save(step, force=True)
                     interrupted = True
                     break
                 local = next(batches)
                 batch = parallel.global_batch_from_host(local, mesh)
                 state, step_metrics = step_fn(state, batch)
                 step += 1
+                guard.observe(step, step_metrics)  # NonFiniteError at the first NaN/inf (nonfinite=stop)
+                mgr.check_saved()  # a failed asynchronous save is reported now, not at the next save
                 throughput.step()
                 tokens_seen += config.batch_size * config.seq_length
                 if step % config.log_every_steps == 0 or step == total_steps or step == start + 1:
-                    scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                    scalars = guard.log_scalars({k: float(v) for k, v in jax.device_get(step_metrics).items()})
                     scalars.update(throughput.report())
                     if step == start + 1:
                         scalars.pop("mfu"), scalars.pop("tokens_per_s"), scalars.pop("tflops_per_device")
@@ -231,8 +228,7 @@ def train(config, workdir: str, log=print) -> TrainResult:
                                     **({"mfu": f"{scalars['mfu']:.1%}"} if "mfu" in scalars else {}))
                 bar.update(1)
                 if step % config.save_every_steps == 0 or step == total_steps:
-                    run_checkpoint.save(mgr, step, state.params, state.opt_state, batches.get_state(), meta(step),
-                                        force=step == total_steps)
+                    save(step, force=step == total_steps)
                 if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
                     evaluate(step)
         if not interrupted:
@@ -243,6 +239,4 @@ def train(config, workdir: str, log=print) -> TrainResult:
         mgr.close()
         logger.close()
         stop.restore()
-    if jax.process_index() == 0:
-        write_jsonl_atomic(os.path.join(workdir, "metrics.jsonl"), logger.history)
     return TrainResult(step, logger.history, interrupted)
