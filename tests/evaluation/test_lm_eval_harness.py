@@ -15,14 +15,14 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from lm_eval import simple_evaluate
+from lm_eval.tasks import TaskManager
 from support.eos_model import save_eos_prone_checkpoint
 
 import easylm_imitate
 from easylm_imitate.convert.hf_checkpoint import checkpoint_to_hf_dir
 from easylm_imitate.inference.engine import Engine
 from easylm_imitate.inference.server import create_app, running_server
-
-lm_eval = pytest.importorskip("lm_eval")
 
 MODEL = "tiny-eos"
 QUESTIONS = [
@@ -57,7 +57,14 @@ def write_tasks(root) -> str:
     for name, rows in data.items():
         with open(os.path.join(root, f"{name}.json"), "w") as f:
             json.dump(rows, f)
-    common = "dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {path}\ntest_split: test\n"
+    common = textwrap.dedent("""\
+        dataset_path: json
+        dataset_kwargs:
+          data_files:
+            test: {path}
+          cache_dir: {cache}
+        test_split: test
+        """)
     specs = {
         "tiny_eos_mc": """
             output_type: multiple_choice
@@ -89,8 +96,8 @@ def write_tasks(root) -> str:
     }
     for (task, spec), name in zip(specs.items(), data):
         with open(os.path.join(root, f"{task}.yaml"), "w") as f:
-            f.write(f"task: {task}\n" + common.format(path=os.path.join(root, f"{name}.json"))
-                    + textwrap.dedent(spec))
+            data_file, cache = os.path.join(root, f"{name}.json"), os.path.join(root, "cache")
+            f.write(f"task: {task}\n" + common.format(path=data_file, cache=cache) + textwrap.dedent(spec))
     return str(root)
 
 
@@ -104,9 +111,6 @@ def per_item(results: dict) -> dict:
 
 def evaluate(model: str, model_args: dict, tasks_dir: str, tasks: list[str]) -> dict:
     """Run lm-eval in this process on `tasks`; returns `per_item` of its samples."""
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
-
     results = simple_evaluate(model=model, model_args=model_args, tasks=tasks,
                               task_manager=TaskManager(include_path=tasks_dir), log_samples=True,
                               batch_size=1)
