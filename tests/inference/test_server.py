@@ -199,6 +199,9 @@ def test_completion_logprobs_include_the_generated_end_of_sequence_token(eos_sta
     assert [max(t.values()) for t in choice_lp.top_logprobs] == pytest.approx(logp[rows].max(-1), abs=1e-4)
     assert choice_lp.text_offset[-1] == len(choice.text)  # EOS sits at the end; its text is not in `text`
     assert resp.usage.completion_tokens == len(gen) + 1
+    stream = list(client.completions.create(model=NAME, prompt=prompt, max_tokens=16, temperature=0, logprobs=2,
+                                            stream=True))
+    assert [t for c in stream for ch in c.choices if ch.logprobs for t in ch.logprobs.tokens] == choice_lp.tokens
     # lm-evaluation-harness: echo the prompt, one generated token, read token_logprobs[ctxlen:-1].
     ctx = len(ids) - 2
     seq = client.completions.create(model=NAME, prompt=full[:-1], echo=True, logprobs=1, max_tokens=1, temperature=0)
