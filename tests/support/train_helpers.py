@@ -61,11 +61,13 @@ def final_params(workdir: str) -> dict[str, np.ndarray]:
     """Flat {path: array} of the latest checkpoint's parameters of a run."""
     from easylm_imitate.train import run_checkpoint
 
+    import orbax.checkpoint as ocp
+
     step, _ = run_checkpoint.read_run_meta(workdir)
-    with run_checkpoint.manager(workdir, read_only=True) as mgr:
-        meta = mgr.item_metadata(step)["params"]
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # any topology the run was saved on
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    with ocp.StandardCheckpointer() as ckptr:
+        tree = ckptr.metadata(os.path.join(run_checkpoint.checkpoint_dir(workdir), str(step), "params")).item_metadata.tree
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever devices and hosts the run had
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
     restored = run_checkpoint.restore_params_only(workdir, step, target)
     flat = jax.tree_util.tree_flatten_with_path(restored)[0]
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
