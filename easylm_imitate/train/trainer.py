@@ -41,13 +41,9 @@ class TrainResult:
 
 def load_tokenizer(config):
     """The tokenizer named by `config.tokenizer`, else the one saved with `init_from`."""
-    from transformers import AutoTokenizer
+    from easylm_imitate import model_names  # names as every binary takes them; one-line errors
 
-    path = config.tokenizer or (os.path.join(config.init_from, "tokenizer") if config.init_from else "")
-    if not path or not os.path.isdir(path):
-        raise ValueError(f"tokenizer: no tokenizer directory (config.tokenizer={config.tokenizer!r}, "
-                         f"init_from={config.init_from!r}); set --config.tokenizer=DIR")
-    return AutoTokenizer.from_pretrained(path)
+    return model_names.load_tokenizer(config.tokenizer or config.init_from, "--config.tokenizer")
 
 
 def _git_commit() -> str | None:
