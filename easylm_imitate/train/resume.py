@@ -75,20 +75,32 @@ def _agree(reason: str | None) -> str | None:
     return reason
 
 
-def set_aside(workdir: str, step: int, reason: str) -> str:
-    """Move a step directory to WORKDIR/checkpoints.bad/ (with a REASON file); the new path."""
-    src = os.path.join(run_checkpoint.checkpoint_dir(workdir), str(step))
+def _bad_dest(workdir: str, step: int) -> str:
+    """Where an unusable step is moved: WORKDIR/checkpoints.bad/<step>[.n]."""
     bad = os.path.join(os.path.abspath(workdir), BAD_DIR)
     dest, n = os.path.join(bad, str(step)), 1
     while os.path.exists(dest):
         n += 1
         dest = os.path.join(bad, f"{step}.{n}")
-    if jax.process_index() == 0:
-        os.makedirs(bad, exist_ok=True)
-        os.replace(src, dest)
-        with open(os.path.join(dest, "REASON"), "w", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}\n")
     return dest
+
+
+def _set_aside(workdir: str, step: int, reason: str, dest: str) -> None:
+    """Move a step directory to `dest` with a REASON file (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    os.replace(os.path.join(run_checkpoint.checkpoint_dir(workdir), str(step)), dest)
+    with open(os.path.join(dest, "REASON"), "w", encoding="utf-8") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}\n")
+
+
+def _sync(name: str) -> None:
+    """Barrier across processes (no-op for one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def resume(mgr, workdir: str, lay, optimizer, data_fingerprint: str | None, log=print) -> Resumed | None:
@@ -106,15 +118,14 @@ def resume(mgr, workdir: str, lay, optimizer, data_fingerprint: str | None, log=
         if reason is not None:
             failures.append((step, reason))
             continue
-        for bad_step, bad_reason in failures:
-            dest = set_aside(workdir, bad_step, bad_reason)
-            log(f"warning: checkpoint step {bad_step} is unusable ({bad_reason}); moved it to {dest} "
-                f"and resuming from step {step}")
         if failures:
-            if jax.process_count() > 1:
-                from jax.experimental import multihost_utils
-
-                multihost_utils.sync_global_devices("easylm_imitate_set_aside")
+            moves = [(bad_step, bad_reason, _bad_dest(workdir, bad_step)) for bad_step, bad_reason in failures]
+            _sync("easylm_imitate_before_set_aside")  # every process names the same destinations
+            for bad_step, bad_reason, dest in moves:
+                _set_aside(workdir, bad_step, bad_reason, dest)
+                log(f"warning: checkpoint step {bad_step} is unusable ({bad_reason}); moved it to {dest} "
+                    f"and resuming from step {step}")
+            _sync("easylm_imitate_set_aside")
             mgr.reload()
         mgr.mark_good(step)
         return resumed

@@ -42,18 +42,24 @@ def is_run_dir(path: str) -> bool:
 
 
 def cause_of(exc: BaseException) -> str:
-    """One line saying why an operation failed: the OS error when there is one (also when
-    tensorstore only quotes its code), else the exception's type and first line."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno:
-            return os.strerror(seen.errno)
-        code = re.search(r"os_error_code='?(\d+)", str(seen))
+    """One line saying why an operation failed: our own errors' message; else the OS error
+    when there is one (also when tensorstore only quotes its code); else the type and first
+    line of the innermost exception of the chain (the one that names the file)."""
+    if isinstance(exc, (CheckpointError, integrity.IntegrityError)):
+        return (str(exc).strip().splitlines() or [""])[0]
+    chain: list[BaseException] = []
+    while exc is not None and len(chain) < 20:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for e in chain:
+        if isinstance(e, OSError) and e.errno:
+            return os.strerror(e.errno) + (f": {e.filename}" if e.filename else "")
+        code = re.search(r"os_error_code='?(\d+)", str(e))
         if code:
             return os.strerror(int(code.group(1)))
-        seen = seen.__cause__ or seen.__context__
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
-    return first if isinstance(exc, integrity.IntegrityError) else f"{type(exc).__name__}: {first}"
+    root = chain[-1]
+    first = (str(root).strip().splitlines() or [""])[0][:400]
+    return f"{type(root).__name__}: {first}"
 
 
 @dataclasses.dataclass
@@ -147,11 +153,18 @@ def save(mgr: ocp.CheckpointManager, step: int, params, opt_state, data_state: d
 
 
 def restore(mgr: ocp.CheckpointManager, step: int, params_target, opt_state_target) -> dict:
-    """Restore every item of `step` onto the given abstract (sharded) targets."""
-    args = ocp.args.Composite(params=ocp.args.StandardRestore(params_target),
-                              opt_state=ocp.args.StandardRestore(opt_state_target),
-                              data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())
-    return mgr.restore(step, args=args)
+    """Restore every item of `step` onto the given abstract (sharded) targets, `meta` first;
+    CheckpointError naming the item's directory and the cause when one cannot be read."""
+    wanted = {"meta": ocp.args.JsonRestore(), "data": ocp.args.JsonRestore(),
+              "params": ocp.args.StandardRestore(params_target),
+              "opt_state": ocp.args.StandardRestore(opt_state_target)}
+    restored = {}
+    for name, arg in wanted.items():
+        try:
+            restored[name] = mgr.restore(step, args=ocp.args.Composite(**{name: arg}))[name]
+        except Exception as e:  # whatever the reader raises, say which item of which step
+            raise CheckpointError(f"{os.path.join(os.fspath(mgr.directory), str(step), name)}: {cause_of(e)}") from e
+    return restored
 
 
 def read_run_meta(workdir: str, step: int | None = None) -> tuple[int, dict]:
