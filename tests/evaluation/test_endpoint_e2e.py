@@ -6,12 +6,10 @@ told to be wrong; NQ: it answers, then runs on to a new line as real models do).
 """
 
 import csv
-import http.server
 import json
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ import pytest
 from easylm_imitate.evaluation import mmlu, report
 from easylm_imitate.evaluation.backends import EndpointBackend, continuation_logprob
 from easylm_imitate.evaluation.results import read_results
+from support.toy_completions import toy_completions_server
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = re.compile(r"\s*\S+|\s+$")
@@ -52,56 +51,39 @@ def top_token(prefix):
     return " the"
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(body)
-        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-        choices = []
-        for i, prompt in enumerate(prompts):
-            if body.get("echo") and body.get("max_tokens") == 0:
-                toks, offs = tokenize(prompt)
-                lps, tops = [None], [None]
-                for j in range(1, len(toks)):
-                    prefix = prompt[:offs[j]]
-                    lp = token_logprob(prefix, toks[j])
-                    lps.append(lp)
-                    best = top_token(prefix)
-                    tops.append({best: max(lp, token_logprob(prefix, best)), toks[j]: lp})
-                choices.append({"index": i, "text": prompt, "finish_reason": "length",
-                                "logprobs": {"tokens": toks, "token_logprobs": lps, "top_logprobs": tops,
-                                             "text_offset": offs}})
-            else:
-                q = prompt.rsplit("Q: ", 1)[-1].split("?", 1)[0]
-                text = " " + NQ_ANSWERS.get(q, "no idea") + "\nQ: another question?"
-                for n in range(body.get("n", 1)):
-                    choices.append({"index": i * body.get("n", 1) + n, "text": text, "finish_reason": "stop",
-                                    "logprobs": None})
-        payload = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
-                              "choices": choices}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+def answer(body, prompts):
+    """The toy model's completion choices: echoed log-probs for scoring, NQ answers otherwise."""
+    choices = []
+    for i, prompt in enumerate(prompts):
+        if body.get("echo") and body.get("max_tokens") == 0:
+            toks, offs = tokenize(prompt)
+            lps, tops = [None], [None]
+            for j in range(1, len(toks)):
+                prefix = prompt[:offs[j]]
+                lp = token_logprob(prefix, toks[j])
+                lps.append(lp)
+                best = top_token(prefix)
+                tops.append({best: max(lp, token_logprob(prefix, best)), toks[j]: lp})
+            choices.append({"index": i, "text": prompt, "finish_reason": "length",
+                            "logprobs": {"tokens": toks, "token_logprobs": lps, "top_logprobs": tops,
+                                         "text_offset": offs}})
+        else:
+            q = prompt.rsplit("Q: ", 1)[-1].split("?", 1)[0]
+            text = " " + NQ_ANSWERS.get(q, "no idea") + "\nQ: another question?"
+            for n in range(body.get("n", 1)):
+                choices.append({"index": i * body.get("n", 1) + n, "text": text, "finish_reason": "stop",
+                                "logprobs": None})
+    return choices
 
 
 @pytest.fixture
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.requests = []
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with toy_completions_server(answer) as srv:
+        yield srv
 
 
 def url(srv):
-    return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    return srv.url
 
 
 def write_mmlu(root):

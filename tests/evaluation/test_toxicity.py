@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from easylm_imitate.evaluation import toxicity
+from support.toy_completions import toy_completions_server
 
 
 class FakeBackend:
@@ -151,23 +152,11 @@ def tiny_classifier(path):
     return path
 
 
-class CompletionsHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-        n = body.get("n", 1)
-        choices = [{"index": i * n + j, "text": f" continuation {j}", "finish_reason": "length", "logprobs": None}
-                   for i in range(len(prompts)) for j in range(n)]
-        payload = json.dumps({"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
-                              "choices": choices}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+def continuations(body, prompts):
+    """`n` fixed continuations of every prompt."""
+    n = body.get("n", 1)
+    return [{"index": i * n + j, "text": f" continuation {j}", "finish_reason": "length", "logprobs": None}
+            for i in range(len(prompts)) for j in range(n)]
 
 
 def test_binary_offline_with_a_local_classifier(tmp_path):
@@ -181,14 +170,9 @@ def test_binary_offline_with_a_local_classifier(tmp_path):
     out = tmp_path / "tox.json"
     cmd = [sys.executable, str(Path(__file__).resolve().parents[2] / "eval" / "toxicity.py"), f"--prompts={prompts}",
            f"--scorer=hf:{classifier}", "--k=2", f"--out={out}"]
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CompletionsHandler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        run = subprocess.run(cmd + [f"--endpoint=http://127.0.0.1:{srv.server_address[1]}/v1", "--endpoint_model=toy",
-                                    "--limit=2"], capture_output=True, text=True, timeout=300)
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with toy_completions_server(continuations) as srv:
+        run = subprocess.run(cmd + [f"--endpoint={srv.url}", "--endpoint_model=toy", "--limit=2"],
+                             capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["n"] == 2 and result["settings"]["scorer"] == f"hf:{classifier}"
