@@ -1,6 +1,6 @@
 """easylm_imitate: model-imitation studies in JAX/Flax (collect, fine-tune, evaluate)."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 CORE = [
     "jax>=0.10.2,<0.11",
@@ -50,15 +50,25 @@ EXTRAS = {
     "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
 }
 
+# Data directories (no __init__.py) are namespace packages, so each is named in `packages`
+# and ships its own files; otherwise setuptools warns, once per directory, that it would be
+# ignored (about 150 lines on every install).
+PACKAGES = find_namespace_packages(include=["easylm_imitate", "easylm_imitate.*"], exclude=["*.__pycache__"])
+PACKAGE_DATA = {
+    "easylm_imitate.assets": ["*.jsonl"],
+    "easylm_imitate.assets.tiny_tokenizer": ["*.json", "*.jinja"],
+    "easylm_imitate.evaluation.prompts": ["*.json"],
+    "easylm_imitate.evaluation.rating.templates": ["*.html"],
+    "easylm_imitate.evaluation.rating.static": ["*.js", "*.css"],
+}
+
 setup(
     name="easylm_imitate",
     version="0.1.0",
     description="Model imitation studies in JAX/Flax: collect a target's outputs, fine-tune, evaluate.",
     python_requires=">=3.11",
-    packages=find_packages(include=["easylm_imitate", "easylm_imitate.*"]),
-    package_data={"easylm_imitate": ["assets/*", "assets/**/*", "evaluation/prompts/*.json",
-                                    "evaluation/rating/templates/*", "evaluation/rating/static/*"]},
-    include_package_data=True,
+    packages=PACKAGES,
+    package_data=PACKAGE_DATA,
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={

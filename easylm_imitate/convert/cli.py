@@ -7,17 +7,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from absl import app, flags
-from absl import logging as absl_logging
 
 from easylm_imitate.checkpoint import CheckpointError
+from easylm_imitate.cli_logging import quiet_logs_by_default
 from easylm_imitate.convert.hf_config import ConversionError
-
-
-def quiet_logs_by_default() -> None:
-    """Log at WARNING unless --verbosity was given (Orbax logs every file it writes at INFO);
-    call after flags are parsed. --verbosity=0 restores INFO."""
-    if not flags.FLAGS["verbosity"].present:
-        absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def run_or_exit(fn, *args, **kwargs):

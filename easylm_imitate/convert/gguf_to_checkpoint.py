@@ -7,12 +7,12 @@ with its tokenizer and chat template.
 from absl import flags
 
 from easylm_imitate.convert.cli import converter
-from easylm_imitate.convert.gguf_file import SHIPPED, gguf_to_checkpoint
+from easylm_imitate.convert.gguf_file import SHIPPED, gguf_to_checkpoint, resolve_gguf
 
 flags.DEFINE_string("gguf", None, f"GGUF file path, or a shipped model name: {', '.join(SHIPPED)}.")
 flags.DEFINE_string("out", None, "Checkpoint directory to create (must not exist or be empty).")
 # main converts --gguf into a checkpoint at --out.
-main, run = converter(lambda f: gguf_to_checkpoint(f.gguf, f.out), required=["gguf", "out"])
+main, run = converter(lambda f: gguf_to_checkpoint(resolve_gguf(f.gguf, "--gguf"), f.out), required=["gguf", "out"])
 
 if __name__ == "__main__":
     run()

@@ -14,9 +14,9 @@ from easylm_imitate.convert.hf_config import ConversionError, config_from_hf, co
 from easylm_imitate.convert.hf_weights import params_from_hf, params_to_hf, tied_head_conflict, unexpected_tensors
 from easylm_imitate.convert.output_dir import check_out, staged_output
 from easylm_imitate.convert.safetensors_dir import SafetensorsReader, write_safetensors
+from easylm_imitate.model_names import TOKENIZER_FILES, load_tokenizer
 from easylm_imitate.models import ModelConfig
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 EXPORT_DTYPES = ("float32", "bfloat16")
 
 
@@ -35,10 +35,8 @@ def load_hf_tokenizer(hf_dir: str):
     if not any(os.path.isfile(os.path.join(hf_dir, n)) for n in TOKENIZER_FILES):
         logging.warning("%s: no tokenizer files; the checkpoint will have no tokenizer", hf_dir)
         return None
-    from transformers import AutoTokenizer
-
     try:
-        return AutoTokenizer.from_pretrained(hf_dir)
+        return load_tokenizer(hf_dir)
     except Exception as e:  # transformers raises many kinds; the user needs the file and the reason
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConversionError(f"{hf_dir}: cannot load the tokenizer ({reason})") from e

@@ -4,7 +4,9 @@ conversion that was killed) cleared on the next run.
 
 A staging directory is `.<name>.partial-<pid>-<random>` next to the output `<name>`. Its
 owner holds an exclusive `flock` on it for the whole conversion, so a lock that can be taken
-means the owner is gone: the kernel drops a dead process's locks.
+means the owner is gone: the kernel drops a dead process's locks. On publish, the output's
+modes follow the umask (as `mkdir` and `open` would give them: 0755/0644 under umask 022),
+whatever the writers used (`mkdtemp`/`mkstemp` make 0700/0600).
 """
 
 from __future__ import annotations
@@ -23,6 +25,34 @@ def check_out(out: str) -> None:
     """Refuse to overwrite: `out` must be absent or an empty directory."""
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ConversionError(f"{out}: output already exists and is not an empty directory")
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc where possible: setting it to read it is racy)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(root: str) -> None:
+    """Give `root` and everything under it the modes a fresh `mkdir`/`open` would: directories
+    (and executable files) 0o777, other files 0o666, less the umask."""
+    mask = current_umask()
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~mask)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                continue
+            executable = os.stat(path).st_mode & 0o111
+            os.chmod(path, (0o777 if executable else 0o666) & ~mask)
 
 
 def partial_prefix(out: str) -> str:
@@ -69,7 +99,8 @@ def clean_stale_partials(out: str) -> list[str]:
 def staged_output(out: str):
     """Yield a path (not yet existing) to build the output at; it becomes `out` only if the
     block succeeds. Stale staging directories of `out` are removed first; on error the
-    staging directory is removed, and if the process is killed the next run removes it."""
+    staging directory is removed, and if the process is killed the next run removes it. The
+    published output's modes follow the umask (see apply_umask)."""
     check_out(out)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
@@ -85,6 +116,7 @@ def staged_output(out: str):
             raise ConversionError(f"{out}: another conversion to this output is running")
         staging = os.path.join(tmp, os.path.basename(out))
         yield staging
+        apply_umask(staging)
         check_out(out)
         if os.path.isdir(out):
             os.rmdir(out)  # empty, checked above

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from easylm_imitate.data.progress import Progress, no_bars, track
+
 MAX_ORDER = 4
 MARGIN = 1e-6
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -97,15 +99,16 @@ def _keys(ids: np.ndarray, n: int, mask: int | None) -> np.ndarray:
 class QueryIndex:
     """Reference queries indexed for fast sentence BLEU of any hypothesis against all of them.
 
-    `hash_mask` (tests only) truncates keys to force collisions.
+    `hash_mask` (tests only) truncates keys to force collisions; `progress` shows the
+    tokenization of the queries.
     """
 
-    def __init__(self, queries: Sequence[str], hash_mask: int | None = None):
+    def __init__(self, queries: Sequence[str], hash_mask: int | None = None, progress: Progress = no_bars):
         self.queries = list(queries)
         self._mask = hash_mask
         self.vocab: dict[str, int] = {}
         vocab = self.vocab
-        token_lists = [bleu_tokens(q) for q in self.queries]
+        token_lists = [bleu_tokens(q) for q in track(self.queries, progress, "bleu index", unit="query")]
         self.lengths = np.fromiter((len(t) for t in token_lists), np.int64, len(token_lists))
         flat = np.fromiter((vocab.setdefault(tok, len(vocab) + 1) for toks in token_lists for tok in toks),
                            np.int64, int(self.lengths.sum()))
@@ -190,9 +193,10 @@ class QueryIndex:
         return best, sentence_bleu(self.queries[i], self.queries[best])
 
 
-def query_diversity(index: QueryIndex, sample: Sequence[int], allowed: np.ndarray | None = None) -> dict:
+def query_diversity(index: QueryIndex, sample: Sequence[int], allowed: np.ndarray | None = None,
+                    progress: Progress = no_bars) -> dict:
     """Mean BLEU of each sampled query against its most similar other query (the paper's statistic)."""
-    best = [index.most_similar(i, allowed)[1] for i in sample]
+    best = [index.most_similar(i, allowed)[1] for i in track(sample, progress, "diversity", unit="query")]
     values = np.asarray(best, np.float64)
     return {"mean_max_bleu": round(float(values.mean()), 4) if len(values) else 0.0,
             "median_max_bleu": round(float(np.median(values)), 4) if len(values) else 0.0,

@@ -5,7 +5,10 @@
         --tokenizer=TOKENIZER_DIR --token_budgets=300K,20M
 
 Writes train.jsonl (+ train_<BUDGET>.jsonl), eval_prompts.jsonl, rejects.jsonl and
-report.json into --out and prints a summary. Settings: easylm_imitate/data/build_config.py.
+report.json into --out and prints a summary; each stage shows a progress bar on stderr.
+--tokenizer takes a shipped name (smollm2-135m-instruct), a directory, a .gguf file, a
+checkpoint or run directory, or a hub id (see easylm_imitate/model_names.py). Bad input is
+one `error: ...` line on stderr and exit status 1. Settings: easylm_imitate/data/build_config.py.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from easylm_imitate.cli_logging import quiet_logs_by_default
 from easylm_imitate.data import building
 from easylm_imitate.data import clean as clean_lib
 from easylm_imitate.data.build_config import default_config
 from easylm_imitate.data.pipeline import Options, SourceSpec, parse_budgets
+from easylm_imitate.data.progress import stderr_bars
 from easylm_imitate.data.readers import KINDS, ReadOptions
 from easylm_imitate.data.tokens import TokenCounter, load_tokenizer
 
@@ -33,7 +38,8 @@ flags.DEFINE_multi_string("input", [], "A source as kind:PATH (kind: sharegpt, h
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_integer("seed", None, "Seed (overrides config.seed).")
 flags.DEFINE_string("token_budgets", None, "Comma-separated token budgets, e.g. 300K,20M,150M.")
-flags.DEFINE_string("tokenizer", None, "The model's tokenizer: directory, .gguf file or hub name.")
+flags.DEFINE_string("tokenizer", None, "The model's tokenizer: shipped name (smollm2-135m-instruct), directory, "
+                    ".gguf file, checkpoint/run directory, or hub id.")
 flags.DEFINE_string("template", None, "Chat template tokens are counted on: paper | chatml | tokenizer.")
 flags.DEFINE_enum("token_counter", None, ["tokenizer", "approx"], "approx: fast word-based estimate.")
 flags.DEFINE_integer("eval_prompts", None, "Held-out eval prompts to draw (overrides config.eval.num_prompts).")
@@ -58,13 +64,13 @@ def sources_from(config, inputs: list[str]) -> list[SourceSpec]:
     specs = []
     for name, s in config.sources.items():
         if not s.path:
-            raise app.UsageError(f"source {name!r} has no path: set --config.sources.{name}.path=...")
+            raise ValueError(f"source {name!r} has no path: set --config.sources.{name}.path=...")
         specs.append(SourceSpec(name, s.path, _read_options(s.kind, s, config), float(s.weight)))
     for text in inputs:
         kind, sep, path = text.partition(":")
         kind = KIND_ALIASES.get(kind, kind)
         if not sep or kind not in KINDS or not path:
-            raise app.UsageError(f"--input={text!r}: expected kind:PATH with kind one of {', '.join(KINDS)}")
+            raise ValueError(f"--input={text!r}: expected kind:PATH with kind one of {', '.join(KINDS)}")
         name, n = kind, 2
         while any(s.name == name for s in specs):
             name, n = f"{kind}_{n}", n + 1
@@ -102,28 +108,32 @@ def counter_from(config) -> TokenCounter:
     if config.token_counter == "approx":
         return TokenCounter(config.template, None, approx=True)
     if not config.tokenizer:
-        raise app.UsageError("token counts need the model's tokenizer: pass --tokenizer=DIR (or .gguf file), "
-                             "or --token_counter=approx for a fast estimate")
+        raise ValueError("token counts need the model's tokenizer: pass --tokenizer=NAME (a shipped name, "
+                         "directory or .gguf file), or --token_counter=approx for a fast estimate")
+    print(f"loading tokenizer {config.tokenizer}", file=sys.stderr, flush=True)
     return TokenCounter(config.template, load_tokenizer(config.tokenizer))
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.out:
-        raise app.UsageError("--out=DIR is required")
-    config = _CONFIG.value if _CONFIG.value is not None else default_config()
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-        _apply_flags(config)
-    sources = sources_from(config, FLAGS.input)
+    """Build the dataset the flags and config describe; bad input is one `error:` line, exit 1."""
+    quiet_logs_by_default()
     try:
+        if len(argv) > 1:
+            raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+        if not FLAGS.out:
+            raise ValueError("--out=DIR is required")
+        config = _CONFIG.value if _CONFIG.value is not None else default_config()
+        config = config.copy_and_resolve_references()
+        with config.unlocked():
+            _apply_flags(config)
+        sources = sources_from(config, FLAGS.input)
         options = options_from(config)
         building.validate(sources, options)
         counter = counter_from(config)
     except (ValueError, OSError) as e:
-        raise app.UsageError(str(e)) from None
-    report = building.build(sources, options, counter, FLAGS.out, log=lambda m: print(m, flush=True))
+        raise SystemExit(f"error: {e}".splitlines()[0]) from None
+    report = building.build(sources, options, counter, FLAGS.out, log=lambda m: print(m, flush=True),
+                            progress=stderr_bars)
     print()
     print(building.summary(report))
     timings = report.get("_timings_s", {})

@@ -21,6 +21,7 @@ import numpy as np
 
 from easylm_imitate.data import pipeline as P
 from easylm_imitate.data.bleu import query_diversity
+from easylm_imitate.data.progress import Progress, no_bars, track
 from easylm_imitate.data.readers import KINDS
 from easylm_imitate.data.tokens import TokenCounter
 from easylm_imitate.fileio import atomic_open, write_json_atomic, write_jsonl_atomic
@@ -51,8 +52,11 @@ def validate(sources: Sequence[P.SourceSpec], options: P.Options) -> None:
 
 
 def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCounter, out_dir: str,
-          log: Callable[[str], None] = print) -> dict:
-    """Build the dataset from `sources` into `out_dir`; returns the report (also report.json)."""
+          log: Callable[[str], None] = print, progress: Progress = no_bars) -> dict:
+    """Build the dataset from `sources` into `out_dir`; returns the report (also report.json).
+
+    `log` gets a line per source read; `progress` makes a bar per stage (see data.progress).
+    """
     validate(sources, options)
     names = [s.name for s in sources]
     timings: dict[str, float] = {}
@@ -68,32 +72,32 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
     convs: list[P.Conv] = []
     rows: dict[str, int] = {}
     for spec in sources:
-        got, rows[spec.name] = P.read_source(spec, ledger)
+        got, rows[spec.name] = P.read_source(spec, ledger, progress)
         convs += got
         log(f"read {spec.name}: {rows[spec.name]} rows -> {len(got)} conversations ({spec.path})")
     ledger.steps["read"] = {s: {"records": rows[s]} for s in names}
     lap("read")
-    P.count_tokens(convs, counter)
+    P.count_tokens(convs, counter, progress)
     ledger.record_step("parsed", convs, counter)
     parsed = len(convs)
     lap("tokens")
 
-    convs = P.clean_step(convs, options, ledger)
-    P.count_tokens(convs, counter)
+    convs = P.clean_step(convs, options, ledger, progress)
+    P.count_tokens(convs, counter, progress, "tokens (cleaned)")
     ledger.record_step("cleaned", convs, counter)
     lap("clean")
-    convs = P.language_step(convs, options.languages, ledger)
+    convs = P.language_step(convs, options.languages, ledger, progress)
     ledger.record_step("language", convs, counter)
     lap("language")
-    convs = P.dedup_step(convs, options.dedup, ledger)
+    convs = P.dedup_step(convs, options.dedup, ledger, progress)
     ledger.record_step("dedup", convs, counter)
-    convs = P.blocked_step(convs, options.blocked_phrases, ledger)
+    convs = P.blocked_step(convs, options.blocked_phrases, ledger, progress)
     ledger.record_step("blocked", convs, counter)
     lap("dedup+blocked")
 
-    index, owners, firsts = P.build_query_index(convs)
+    index, owners, firsts = P.build_query_index(convs, progress)
     lap("bleu_index")
-    chosen, eval_stats = P.hold_out(convs, index, owners, options)
+    chosen, eval_stats = P.hold_out(convs, index, owners, options, progress)
     chosen_set = set(chosen)
     evals = [P.eval_record(convs[i]) for i in chosen]
     train_convs = [c for i, c in enumerate(convs) if i not in chosen_set]
@@ -106,13 +110,13 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
     candidates = np.flatnonzero(allowed).tolist()
     if options.diversity_sample and len(candidates) > options.diversity_sample:
         candidates = sorted(random.Random(f"{options.seed}:diversity").sample(candidates, options.diversity_sample))
-    diversity = query_diversity(index, candidates, allowed)
+    diversity = query_diversity(index, candidates, allowed, progress)
     diversity["population"] = "first user query of each training conversation"
     del index
     lap("diversity")
 
-    pieces = P.split_step(train_convs, counter, options.block_length)
-    tokens = counter.exact_counts([p.record() for p in pieces]) if not counter.exact else \
+    pieces = P.split_step(train_convs, counter, options.block_length, progress)
+    tokens = counter.exact_counts([p.record() for p in pieces], progress) if not counter.exact else \
         [counter.total(p.lengths) for p in pieces]
     ledger.record_step("split", pieces, counter)
     if options.mix_by == "size":
@@ -122,7 +126,7 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
         weights = {s: max(w, 1.0) for s, w in weights.items()}
     else:
         weights = {s.name: s.weight for s in sources}
-    order = P.mix_order(pieces, tokens, weights, options.seed)
+    order = P.mix_order(pieces, tokens, weights, options.seed, progress)
     order, prefix_lengths = P.fit_budgets(order, tokens, [b for _, b in options.token_budgets])
     mixed = [pieces[i] for i in order]
     mixed_tokens = np.asarray([tokens[i] for i in order], np.int64)
@@ -145,9 +149,9 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
     lap("split+mix")
 
     os.makedirs(out_dir, exist_ok=True)
-    _write_records(os.path.join(out_dir, "train.jsonl"), (p.record() for p in mixed))
+    _write_records(os.path.join(out_dir, "train.jsonl"), mixed, progress)
     for b in budgets:
-        _write_records(os.path.join(out_dir, b["file"]), (p.record() for p in mixed[:b["records"]]))
+        _write_records(os.path.join(out_dir, b["file"]), mixed[:b["records"]], progress)
     write_jsonl_atomic(os.path.join(out_dir, "eval_prompts.jsonl"), evals)
     write_jsonl_atomic(os.path.join(out_dir, "rejects.jsonl"), (r.as_json() for r in ledger.rejects))
     rejected_records = sum(1 for r in ledger.rejects if r.step != "read")
@@ -182,12 +186,13 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
     return report
 
 
-def _write_records(path: str, records) -> None:
+def _write_records(path: str, pieces: Sequence[P.Conv], progress: Progress = no_bars) -> None:
+    """One JSON line per piece's canonical record, written atomically."""
     import json
 
     with atomic_open(path) as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        for piece in track(pieces, progress, f"write {os.path.basename(path)}", unit="record"):
+            f.write(json.dumps(piece.record(), ensure_ascii=False) + "\n")
 
 
 def summary(report: dict) -> str:

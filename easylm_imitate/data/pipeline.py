@@ -21,6 +21,7 @@ import numpy as np
 
 from easylm_imitate.data import clean as clean_lib
 from easylm_imitate.data.bleu import QueryIndex
+from easylm_imitate.data.progress import Progress, no_bars, track
 from easylm_imitate.data.readers import ConvertError, ReadOptions, convert, iter_items
 from easylm_imitate.data.tokens import TokenCounter
 
@@ -133,12 +134,13 @@ class Ledger:
 # ---------------------------------------------------------------- steps
 
 
-def read_source(spec: SourceSpec, ledger: Ledger) -> tuple[list[Conv], int]:
+def read_source(spec: SourceSpec, ledger: Ledger, progress: Progress = no_bars) -> tuple[list[Conv], int]:
     """Canonical conversations of one source, and the number of raw rows read."""
     convs: list[Conv] = []
     seen_ids: set[str] = set()
     rows = 0
-    for item in iter_items(spec.path, spec.options):
+    total = spec.options.max_items or None
+    for item in track(iter_items(spec.path, spec.options), progress, f"read {spec.name}", total, "row"):
         rows += 1
         if item.error is not None:
             ledger.rejects.append(Reject(item.file, item.line, spec.name, "read", item.code or "bad_record", item.error))
@@ -160,19 +162,22 @@ def read_source(spec: SourceSpec, ledger: Ledger) -> tuple[list[Conv], int]:
     return convs, rows
 
 
-def count_tokens(convs: Sequence[Conv], counter: TokenCounter) -> None:
+def count_tokens(convs: Sequence[Conv], counter: TokenCounter, progress: Progress = no_bars,
+                 desc: str = "tokens") -> None:
     """Fill in per-turn token lengths where missing (batched, cached)."""
     todo = [c for c in convs if c.lengths is None]
-    for start in range(0, len(todo), 4096):
-        chunk = todo[start:start + 4096]
-        for conv, lengths in zip(chunk, counter.turn_lengths([c.turns for c in chunk])):
-            conv.lengths = lengths
+    with progress(desc, len(todo)) as bar:
+        for start in range(0, len(todo), 4096):
+            chunk = todo[start:start + 4096]
+            for conv, lengths in zip(chunk, counter.turn_lengths([c.turns for c in chunk])):
+                conv.lengths = lengths
+            bar.update(len(chunk))
 
 
-def clean_step(convs: Sequence[Conv], options: Options, ledger: Ledger) -> list[Conv]:
+def clean_step(convs: Sequence[Conv], options: Options, ledger: Ledger, progress: Progress = no_bars) -> list[Conv]:
     """Text cleaning, failed-exchange removal and strict alternation."""
     out = []
-    for conv in convs:
+    for conv in track(convs, progress, "clean"):
         try:
             turns = clean_lib.clean_conversation(conv.turns, options.html, options.clean_text,
                                                  ledger.events[conv.source])
@@ -185,13 +190,14 @@ def clean_step(convs: Sequence[Conv], options: Options, ledger: Ledger) -> list[
     return out
 
 
-def language_step(convs: Sequence[Conv], languages: Sequence[str], ledger: Ledger) -> list[Conv]:
+def language_step(convs: Sequence[Conv], languages: Sequence[str], ledger: Ledger,
+                  progress: Progress = no_bars) -> list[Conv]:
     """Keep conversations in `languages` (py3langid, offline); too little text counts as kept."""
     if not languages:
         return list(convs)
     keep = set(languages)
     out = []
-    for conv in convs:
+    for conv in track(convs, progress, "language"):
         lang = clean_lib.language_of(conv.turns)
         if lang != "und" and lang not in keep:
             ledger.reject(conv, "language", "language", f"language {lang!r} (kept: {', '.join(languages)})")
@@ -201,7 +207,7 @@ def language_step(convs: Sequence[Conv], languages: Sequence[str], ledger: Ledge
     return out
 
 
-def dedup_step(convs: Sequence[Conv], scope: str, ledger: Ledger) -> list[Conv]:
+def dedup_step(convs: Sequence[Conv], scope: str, ledger: Ledger, progress: Progress = no_bars) -> list[Conv]:
     """Drop conversations whose normalised first query was seen before (in another row).
 
     scope: `source` (within each source), `global` (across sources) or `off`. Records made
@@ -213,7 +219,7 @@ def dedup_step(convs: Sequence[Conv], scope: str, ledger: Ledger) -> list[Conv]:
         raise ValueError(f"dedup must be source, global or off, not {scope!r}")
     first: dict[tuple, tuple[str, str, int]] = {}
     out = []
-    for conv in convs:
+    for conv in track(convs, progress, "dedup"):
         key = (conv.source if scope == "source" else "", clean_lib.dedup_key(conv.turns))
         origin = (conv.meta.get("file", ""), conv.meta.get("line", 0))
         seen = first.get(key)
@@ -226,12 +232,13 @@ def dedup_step(convs: Sequence[Conv], scope: str, ledger: Ledger) -> list[Conv]:
     return out
 
 
-def blocked_step(convs: Sequence[Conv], phrases: Sequence[str], ledger: Ledger) -> list[Conv]:
+def blocked_step(convs: Sequence[Conv], phrases: Sequence[str], ledger: Ledger,
+                 progress: Progress = no_bars) -> list[Conv]:
     """Drop conversations with a blocked phrase in a reply (off unless phrases are given)."""
     if not phrases:
         return list(convs)
     out = []
-    for conv in convs:
+    for conv in track(convs, progress, "blocked"):
         phrase = clean_lib.blocked_phrase(conv.turns, tuple(phrases))
         if phrase is not None:
             ledger.reject(conv, "blocked", "blocked_phrase", f"reply contains blocked phrase {phrase!r}")
@@ -240,7 +247,7 @@ def blocked_step(convs: Sequence[Conv], phrases: Sequence[str], ledger: Ledger) 
     return out
 
 
-def build_query_index(convs: Sequence[Conv]) -> tuple[QueryIndex, np.ndarray, np.ndarray]:
+def build_query_index(convs: Sequence[Conv], progress: Progress = no_bars) -> tuple[QueryIndex, np.ndarray, np.ndarray]:
     """Index of every non-empty user turn; (index, owner conversation, is-first-query)."""
     queries, owners, firsts = [], [], []
     for i, conv in enumerate(convs):
@@ -251,7 +258,7 @@ def build_query_index(convs: Sequence[Conv]) -> tuple[QueryIndex, np.ndarray, np
                 owners.append(i)
                 firsts.append(first)
                 first = False
-    return QueryIndex(queries), np.asarray(owners, np.int64), np.asarray(firsts, bool)
+    return QueryIndex(queries, progress=progress), np.asarray(owners, np.int64), np.asarray(firsts, bool)
 
 
 def eval_record(conv: Conv) -> dict:
@@ -269,7 +276,8 @@ def eval_record(conv: Conv) -> dict:
     return {"id": conv.id, "source": conv.source, "turns": turns, "meta": dict(conv.meta)}
 
 
-def hold_out(convs: Sequence[Conv], index: QueryIndex, owners: np.ndarray, options: Options) -> tuple[list[int], dict]:
+def hold_out(convs: Sequence[Conv], index: QueryIndex, owners: np.ndarray, options: Options,
+             progress: Progress = no_bars) -> tuple[list[int], dict]:
     """Indices of conversations held out as eval prompts, and why candidates were skipped.
 
     Candidates are drawn in a seeded order; one is skipped if its first query is too long or
@@ -285,34 +293,44 @@ def hold_out(convs: Sequence[Conv], index: QueryIndex, owners: np.ndarray, optio
     order = [i for i, c in enumerate(convs) if not allowed or c.source in allowed]
     random.Random(f"{options.seed}:eval").shuffle(order)
     chosen, checked = [], 0
-    for i in order:
-        if len(chosen) >= options.eval_num_prompts:
-            break
-        checked += 1
-        prompt = clean_lib.first_query(convs[i].turns)
-        if len(prompt) > options.eval_max_prompt_chars:
-            skipped["too_long"] += 1
-            continue
-        if len(prompt.split()) < options.eval_min_prompt_words:
-            skipped["too_short"] += 1
-            continue
-        if options.eval_drop_code and clean_lib.looks_like_code(prompt):
-            skipped["code"] += 1
-            continue
-        if options.eval_english_only and clean_lib.language_of_text(prompt, min_letters=1) != "en":
-            skipped["non_english"] += 1
-            continue
-        if index.first_above(prompt, options.eval_max_bleu, exclude=owners == i) is not None:
-            skipped["similar_to_training"] += 1
-            continue
-        chosen.append(i)
+    with progress("hold out", options.eval_num_prompts, "prompt") as bar:
+        for i in order:
+            if len(chosen) >= options.eval_num_prompts:
+                break
+            checked += 1
+            bar.set_postfix(checked=checked, refresh=False)
+            if _eval_skip(convs[i], i, index, owners, options, skipped):
+                continue
+            chosen.append(i)
+            bar.update()
     return sorted(chosen), {**stats, "drawn": len(chosen), "checked": checked, "skipped": dict(sorted(skipped.items()))}
 
 
-def split_step(convs: Sequence[Conv], counter: TokenCounter, block_length: int) -> list[Conv]:
+def _eval_skip(conv: Conv, i: int, index: QueryIndex, owners: np.ndarray, options: Options,
+               skipped: collections.Counter) -> bool:
+    """True (counting the reason in `skipped`) if conversation i cannot be an eval prompt."""
+    prompt = clean_lib.first_query(conv.turns)
+    if len(prompt) > options.eval_max_prompt_chars:
+        reason = "too_long"
+    elif len(prompt.split()) < options.eval_min_prompt_words:
+        reason = "too_short"
+    elif options.eval_drop_code and clean_lib.looks_like_code(prompt):
+        reason = "code"
+    elif options.eval_english_only and clean_lib.language_of_text(prompt, min_letters=1) != "en":
+        reason = "non_english"
+    elif index.first_above(prompt, options.eval_max_bleu, exclude=owners == i) is not None:
+        reason = "similar_to_training"
+    else:
+        return False
+    skipped[reason] += 1
+    return True
+
+
+def split_step(convs: Sequence[Conv], counter: TokenCounter, block_length: int,
+               progress: Progress = no_bars) -> list[Conv]:
     """Turn-aligned pieces of at most `block_length` tokens (see clean.split_turns)."""
     out = []
-    for g, conv in enumerate(convs):
+    for g, conv in enumerate(track(convs, progress, "split")):
         pieces = clean_lib.split_turns(conv.turns, conv.lengths, counter.base, block_length)
         if len(pieces) == 1:
             out.append(dataclasses.replace(conv, group=g))
@@ -324,7 +342,8 @@ def split_step(convs: Sequence[Conv], counter: TokenCounter, block_length: int) 
     return out
 
 
-def mix_order(pieces: Sequence[Conv], tokens: Sequence[int], weights: dict[str, float], seed: int) -> list[int]:
+def mix_order(pieces: Sequence[Conv], tokens: Sequence[int], weights: dict[str, float], seed: int,
+              progress: Progress = no_bars) -> list[int]:
     """Order of `pieces` in the mix: every prefix holds the sources in proportion to weights.
 
     Conversations (their pieces stay together) are shuffled per source with the seed, then
@@ -344,14 +363,16 @@ def mix_order(pieces: Sequence[Conv], tokens: Sequence[int], weights: dict[str, 
     taken = {name: 0 for name in names}
     position = {name: 0 for name in names}
     order: list[int] = []
-    while heap:
-        _, n, name = heapq.heappop(heap)
-        group = queues[name][position[name]]
-        position[name] += 1
-        order.extend(group)
-        taken[name] += sum(tokens[i] for i in group)
-        if position[name] < len(queues[name]):
-            heapq.heappush(heap, (taken[name] / weights[name], n, name))
+    with progress("mix", len(pieces), "piece") as bar:
+        while heap:
+            _, n, name = heapq.heappop(heap)
+            group = queues[name][position[name]]
+            position[name] += 1
+            order.extend(group)
+            taken[name] += sum(tokens[i] for i in group)
+            if position[name] < len(queues[name]):
+                heapq.heappush(heap, (taken[name] / weights[name], n, name))
+            bar.update(len(group))
     return order
 
 

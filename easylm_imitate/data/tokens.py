@@ -11,9 +11,9 @@ count: fast, no tokenizer needed, and only ever an explicit choice.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
+from easylm_imitate.data.progress import Progress, no_bars
 from easylm_imitate.data.templates import (SegmentTemplate, TemplateError, approx_token_count, encode_texts,
                                            get_template)
 
@@ -124,24 +124,22 @@ class TokenCounter:
         """Tokens of a record whose turns have these lengths."""
         return self.base + sum(lengths)
 
-    def exact_counts(self, records: Sequence[dict]) -> list[int]:
+    def exact_counts(self, records: Sequence[dict], progress: Progress = no_bars) -> list[int]:
         """Exact rendered lengths (a full rendering for non-additive templates)."""
         if self.exact:
             return [self.total(ls) for ls in self.turn_lengths([r["turns"] for r in records])]
         out = []
-        for start in range(0, len(records), 256):
-            out.extend(len(ids) for ids, _ in self.template.render_batch(records[start:start + 256], self.tokenizer))
+        with progress("render", len(records), "piece") as bar:
+            for start in range(0, len(records), 256):
+                batch = records[start:start + 256]
+                out.extend(len(ids) for ids, _ in self.template.render_batch(batch, self.tokenizer))
+                bar.update(len(batch))
         return out
 
 
-def load_tokenizer(spec: str):
-    """A Hugging Face tokenizer from a directory, a `.gguf` file, or a hub name."""
-    from transformers import AutoTokenizer
+def load_tokenizer(spec: str, flag: str | None = "--tokenizer"):
+    """The model's Hugging Face tokenizer: a shipped name, directory, `.gguf` file, checkpoint
+    or run directory, or hub id (see easylm_imitate.model_names)."""
+    from easylm_imitate.model_names import load_tokenizer as resolve_and_load
 
-    looks_local = spec.startswith(("/", "./", "../", "~")) or spec.endswith(".gguf")
-    spec = os.path.expanduser(spec)
-    if looks_local and not os.path.exists(spec):
-        raise FileNotFoundError(f"tokenizer not found: {spec}")
-    if spec.endswith(".gguf"):
-        return AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(spec)), gguf_file=os.path.basename(spec))
-    return AutoTokenizer.from_pretrained(spec)
+    return resolve_and_load(spec, flag)

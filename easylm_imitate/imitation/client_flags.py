@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 from collections.abc import Callable, Iterable
 
@@ -40,8 +39,6 @@ def journal_path(flags_obj, out: str) -> str:
 
 def client_from_flags(flags_obj, out: str) -> ChatClient:
     """The ChatClient described by the flags; the journal defaults to `out` + '.journal'."""
-    for noisy in ("httpx", "openai"):  # one INFO line per HTTP request otherwise
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     return ChatClient(flags_obj.base_url, flags_obj.model, api_key=api_key_from_env(flags_obj.api_key_env),
                       journal=journal_path(flags_obj, out), max_in_flight=flags_obj.max_in_flight,
                       requests_per_minute=flags_obj.requests_per_minute,
@@ -77,12 +74,19 @@ def report_and_exit(report: dict, keys: Iterable[str], failure: str | None = Non
 
 
 def console_entry(define_flags: Callable[[], None], main: Callable) -> Callable[[], None]:
-    """The console entry point of a binary: define its flags, then `absl.app.run(main)`."""
+    """The console entry point of a binary: define its flags, then `absl.app.run(main)` with
+    library INFO logs (httpx logs each request) hidden unless --verbosity is given."""
     from absl import app
+
+    from easylm_imitate.cli_logging import quiet_logs_by_default
+
+    def quiet_main(argv):
+        quiet_logs_by_default()
+        return main(argv)
 
     def run() -> None:
         """Console entry point."""
         define_flags()
-        app.run(main)
+        app.run(quiet_main)
 
     return run

@@ -11,7 +11,9 @@ exits 1 when some prompts still failed after all retries (rerun to retry them).
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+import sys
+
+from absl import app, flags
 
 from easylm_imitate.imitation import client_flags
 from easylm_imitate.imitation.collection import SAMPLE_WITH, CollectConfig, collect_to_file
@@ -41,7 +43,7 @@ def main(argv) -> None:
                            temperature=f.temperature, top_p=f.top_p, max_tokens=f.max_tokens, source=f.source)
     report = client_flags.query_target(
         f, lambda client: collect_to_file(client, f.prompts, f.out, config, rejects_path=f.rejects))
-    logging.info("wrote %d records to %s", report["records"], f.out)
+    print(f"wrote {report['records']} records to {f.out}", file=sys.stderr)
     failed = report["failed_samples"]
     client_flags.report_and_exit(
         report, ("prompts", "records", "rejected_lines", "failed_samples", "empty_replies"),

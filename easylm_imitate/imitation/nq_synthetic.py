@@ -10,7 +10,9 @@ OUT.report.json; exits 1 when --max_calls ran out before --num_examples.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+import sys
+
+from absl import app, flags
 
 from easylm_imitate.imitation import client_flags
 from easylm_imitate.imitation.nq_generate import NQSyntheticConfig, generate_to_file
@@ -43,7 +45,7 @@ def main(argv) -> None:
     report = client_flags.query_target(
         f, lambda client: generate_to_file(client, f.out, config, seeds_path=f.seeds,
                                            exclude_path=f.exclude_questions, progress=f.progress))
-    logging.info("wrote %d examples to %s (report: %s.report.json)", report["examples"], f.out, f.out)
+    print(f"wrote {report['examples']} examples to {f.out} (report: {f.out}.report.json)", file=sys.stderr)
     short = report["short"]
     client_flags.report_and_exit(
         report, ("examples", "short", "calls", "failed_calls", "malformed", "dropped"),

@@ -1,11 +1,17 @@
-"""`python -m easylm_imitate.train --config=configs/FILE.py --workdir=DIR [--config.key=value ...]`
-
-Fine-tunes a model on canonical conversation JSONL. Rerunning the same command resumes from
+"""Fine-tune a model on canonical conversation JSONL; rerunning the same command resumes from
 the run's latest checkpoint.
+
+    python -m easylm_imitate.train --config=configs/FILE.py --workdir=DIR [--config.key=value ...]
+    easylm-train --config=configs/FILE.py --workdir=DIR
+
+Library INFO logs (Orbax writes one per file) are hidden unless --verbosity is given; a bad
+run prints one `error: ...` line.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from easylm_imitate.cli_logging import quiet_logs_by_default
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
                                           lock_config=True)
@@ -22,8 +28,7 @@ def main(argv):
     """Train with the parsed config."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
+    quiet_logs_by_default()
     if _COMPILE_ONLY.value:
         from easylm_imitate.train.memory_plan import plan
 
@@ -37,11 +42,12 @@ def main(argv):
         raise app.UsageError("--compile_topology needs --compile_only")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required for training")
+    from easylm_imitate.model_names import NameResolutionError
     from easylm_imitate.train.trainer import RUN_ERRORS, train
 
     try:
         result = train(_CONFIG.value, _WORKDIR.value)
-    except RUN_ERRORS as e:  # says what and where: the last line is the message, no traceback
+    except (*RUN_ERRORS, NameResolutionError) as e:  # says what and where: one line, no traceback
         raise SystemExit(f"error: {e}") from None
     if result.interrupted:
         raise SystemExit(143)
