@@ -8,6 +8,7 @@ deltas, and maps prompt tokens back to character offsets for OpenAI-style echo l
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Sequence
 
 from flax import nnx
@@ -24,12 +25,18 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftex
 
 @dataclasses.dataclass
 class GenRequest:
-    """One row to generate: prompt ids, sampling parameters, stop strings, optional stream."""
+    """One row to generate: prompt ids, sampling parameters, stop strings, optional stream,
+    and an optional `cancel` event: once set, the row stops at the next decode chunk."""
 
     prompt_ids: list[int]
     params: SamplingParams
     stop: list[str] = dataclasses.field(default_factory=list)
     on_text: Callable[[str], None] | None = None  # receives text deltas as they are final
+    cancel: threading.Event | None = None
+
+    def cancelled(self) -> bool:
+        """Whether the row's `cancel` event is set."""
+        return self.cancel is not None and self.cancel.is_set()
 
 
 @dataclasses.dataclass
@@ -139,7 +146,7 @@ class Engine:
         if not requests:
             return []
         sent = [0] * len(requests)
-        watch_stop = any(r.stop for r in requests)
+        watch_rows = any(r.stop or r.cancel is not None for r in requests)
         watch_stream = any(r.on_text for r in requests)
 
         def visible(i: int, tokens: list[int], final: bool) -> str:
@@ -164,10 +171,12 @@ class Engine:
                     stream(i, visible(i, toks, final=False))
 
         def stop_check(i: int, tokens: list[int]) -> bool:
+            if requests[i].cancelled():
+                return True
             return bool(requests[i].stop) and first_stop(self.decode(tokens), requests[i].stop) >= 0
 
         gens = self.sampler.generate([r.prompt_ids for r in requests], [r.params for r in requests],
-                                     eos_ids=self.eos_ids, stop_check=stop_check if watch_stop else None,
+                                     eos_ids=self.eos_ids, stop_check=stop_check if watch_rows else None,
                                      on_progress=on_progress if watch_stream else None)
         results = []
         for i, g in enumerate(gens):
@@ -179,6 +188,17 @@ class Engine:
             stream(i, text)
             results.append(GenResult(text=text, token_ids=tokens, finish_reason=reason, end_token=end))
         return results
+
+    def warmup(self, rows: Sequence[int], prompt_tokens: Sequence[int], max_tokens: Sequence[int],
+               params: SamplingParams | None = None) -> list[tuple[int, int, int]]:
+        """Compile generation ahead of requests, for every combination of batch rows, prompt
+        length and max new tokens (greedy unless `params` says otherwise); returns the
+        compiled (batch, prompt, new tokens) buckets, each once, in order."""
+        params = params or SamplingParams()
+        shapes = sorted({self.sampler.shape(r, p, m) for r in rows for p in prompt_tokens for m in max_tokens})
+        for batch, width, new_len in shapes:
+            self.sampler.warmup(batch, width, dataclasses.replace(params, max_new_tokens=new_len), self.eos_ids)
+        return shapes
 
     def _covering_prefix(self, tokens: list[int], chars: int) -> list[int]:
         """The shortest prefix of `tokens` whose text has at least `chars` characters."""

@@ -16,12 +16,14 @@ MAX_TOP_LOGPROBS = 20  # chat `top_logprobs`
 
 
 class APIError(Exception):
-    """A request the server refuses: HTTP status plus the OpenAI error fields."""
+    """A request the server refuses: HTTP status plus the OpenAI error fields (and HTTP
+    headers to send with it, e.g. Retry-After)."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
 
     def body(self) -> dict:
         """The JSON body OpenAI clients parse: {"error": {message, type, param, code}}."""
@@ -39,8 +41,8 @@ class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     model: StrictStr
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     top_k: int = Field(0, ge=0)
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False

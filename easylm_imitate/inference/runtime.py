@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import time
 
 import jax
 import numpy as np
@@ -19,6 +21,34 @@ def bucket(n: int, minimum: int = 16) -> int:
     while size < n:
         size *= 2
     return size
+
+
+class CompileLog:
+    """Counts the compiles of jitted steps and logs each one: a line when a new shape starts
+    compiling (a cold request can wait a minute for it on a big model) and its time when done.
+
+    Wrap calls in `call(label, fn, ...)` and call `traced()` inside the jitted function (it
+    runs only when jit traces, i.e. for a shape it has not compiled yet).
+    """
+
+    def __init__(self, logger: logging.Logger):
+        self.count = 0
+        self._log = logger
+        self._label = "a jitted step"
+
+    def traced(self) -> None:
+        """Note a trace of the step being called (from inside the jitted function)."""
+        self.count += 1
+        self._log.info("compiling %s: the first use of this shape waits for it", self._label)
+
+    def call(self, label: str, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` for the shape `label` names; logs the compile time if it compiled."""
+        before, start = self.count, time.perf_counter()
+        self._label = label
+        out = fn(*args, **kwargs)
+        if self.count != before:
+            self._log.info("compiled %s in %.1f s", label, time.perf_counter() - start)
+        return out
 
 
 def unstack_layers(stacked: dict[str, jax.Array]) -> list[dict[str, jax.Array]]:

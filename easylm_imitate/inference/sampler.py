@@ -10,6 +10,7 @@ decode steps, and only when something (stop strings, streaming) needs it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 
 import flax.struct
@@ -19,11 +20,12 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from easylm_imitate.inference.runtime import ModelRuntime, bucket
+from easylm_imitate.inference.runtime import CompileLog, ModelRuntime, bucket
 from easylm_imitate.inference.sampling import SamplingParams, decode_mode, next_token
 from easylm_imitate.models import KVCache
 
 MAX_EOS_IDS = 8
+log = logging.getLogger(__name__)
 
 
 @flax.struct.dataclass
@@ -75,9 +77,20 @@ class Sampler:
         self.min_prompt_bucket = min_prompt_bucket
         self.min_new_bucket = min_new_bucket
         self.pad_id = pad_id
-        self.traces = 0  # number of times a step was traced (compiled), for tests and logs
+        self.compiles = CompileLog(log)
         self._start = jax.jit(self._start_impl, static_argnames=("new_len", "mode"))
         self._decode = jax.jit(self._decode_impl, static_argnames=("mode",), donate_argnums=(1,))
+
+    @property
+    def traces(self) -> int:
+        """How many times a step was traced (compiled) so far."""
+        return self.compiles.count
+
+    def shape(self, rows: int, prompt_len: int, max_new_tokens: int) -> tuple[int, int, int]:
+        """The compiled (batch, prompt width, new tokens) buckets `rows` prompts of up to
+        `prompt_len` tokens generating up to `max_new_tokens` run in."""
+        return (self.runtime.batch_bucket(rows), bucket(prompt_len, self.min_prompt_bucket),
+                bucket(max_new_tokens, self.min_new_bucket))
 
     # ---- device functions ---------------------------------------------------------------
     def _append(self, state: DecodeState, token: jax.Array) -> DecodeState:
@@ -96,7 +109,7 @@ class Sampler:
 
     def _start_impl(self, params, prompt, prompt_len, max_new, temperature, top_k, top_p, seeds,
                     eos_ids, *, new_len: int, mode: str) -> DecodeState:
-        self.traces += 1
+        self.compiles.traced()
         batch, width = prompt.shape
         pad = width - prompt_len
         cols = jnp.arange(width, dtype=jnp.int32)[None, :]
@@ -113,7 +126,7 @@ class Sampler:
         return self._append(state, self._choose(state, logits[:, -1], mode))
 
     def _decode_impl(self, params, state: DecodeState, stop_at, force_done, *, mode: str) -> DecodeState:
-        self.traces += 1
+        self.compiles.traced()
         model = self.runtime.model(params)
         stop_at = jnp.minimum(stop_at, state.tokens.shape[1])
         state = state.replace(done=state.done | force_done)
@@ -148,35 +161,10 @@ class Sampler:
             raise ValueError(f"{rows} prompts but {len(params)} sampling parameter sets")
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
-        eos = [int(e) for e in dict.fromkeys(eos_ids) if e is not None and e >= 0]
-        if len(eos) > MAX_EOS_IDS:
-            raise ValueError(f"at most {MAX_EOS_IDS} end-of-sequence ids, got {len(eos)}")
-        batch = self.runtime.batch_bucket(rows)
-        width = bucket(max(len(p) for p in prompts), self.min_prompt_bucket)
-        new_len = bucket(max(p.max_new_tokens for p in params), self.min_new_bucket)
-        mode = decode_mode(list(params))
-
-        prompt = np.full((batch, width), self.pad_id, np.int32)
-        prompt_len = np.ones((batch,), np.int32)
-        for i, p in enumerate(prompts):
-            prompt[i, width - len(p):] = p
-            prompt_len[i] = len(p)
-        pad_rows = [SamplingParams(max_new_tokens=0)] * (batch - rows)
-        all_params = list(params) + pad_rows
-        host = dict(
-            max_new=np.array([p.max_new_tokens for p in all_params], np.int32),
-            temperature=np.array([p.temperature for p in all_params], np.float32),
-            top_k=np.array([p.top_k for p in all_params], np.int32),
-            top_p=np.array([p.top_p for p in all_params], np.float32),
-            seeds=np.array([p.seed for p in all_params], np.uint32),
-        )
-        eos_arr = np.full((MAX_EOS_IDS,), -1, np.int32)
-        eos_arr[:len(eos)] = eos
+        batch, width, new_len = self.shape(rows, max(len(p) for p in prompts), max(p.max_new_tokens for p in params))
         put = self.runtime.put
         with self.runtime.active():
-            state = self._start(self.runtime.params, put(prompt), put(prompt_len), put(host["max_new"]),
-                                put(host["temperature"]), put(host["top_k"]), put(host["top_p"]),
-                                put(host["seeds"]), jnp.asarray(eos_arr), new_len=new_len, mode=mode)
+            state, label, mode = self._begin(prompts, params, eos_ids, batch, width, new_len)
             watched = stop_check is not None or on_progress is not None
             stopped = np.zeros((batch,), bool)
             while True:
@@ -197,10 +185,52 @@ class Sampler:
                     if bool(jnp.all(state.done)) or int(state.step) >= new_len:
                         break
                     stop_at = new_len
-                state = self._decode(self.runtime.params, state, jnp.int32(stop_at), put(stopped),
-                                     mode=mode)
+                state = self.compiles.call(f"generation decode ({label})", self._decode, self.runtime.params,
+                                           state, jnp.int32(stop_at), put(stopped), mode=mode)
             tokens, lengths, hit_eos = jax.device_get((state.tokens, state.lengths, state.hit_eos))
         return [Generation(tokens=tokens[i, :lengths[i]].tolist(),
                            finish_reason="stop" if (hit_eos[i] or stopped[i]) else "length",
                            end_token=int(tokens[i, lengths[i]]) if hit_eos[i] else None)
                 for i in range(rows)]
+
+    def warmup(self, batch: int, width: int, params: SamplingParams, eos_ids: Sequence[int] = ()) -> None:
+        """Compile prefill and decode for `batch` rows of `width`-token prompts generating up
+        to `params.max_new_tokens` (the shape's buckets): runs one prefill and no decode step."""
+        batch, width, new_len = self.shape(batch, width, params.max_new_tokens)
+        with self.runtime.active():
+            state, label, mode = self._begin([[self.pad_id] * width] * batch, [params] * batch, eos_ids,
+                                             batch, width, new_len)
+            state = self.compiles.call(f"generation decode ({label})", self._decode, self.runtime.params, state,
+                                       jnp.int32(0), self.runtime.put(np.zeros((batch,), bool)), mode=mode)
+            jax.block_until_ready(state.tokens)
+
+    def _begin(self, prompts, params, eos_ids, batch: int, width: int, new_len: int):
+        """Left-pad the prompts into a [batch, width] array and run the prefill: the first
+        decode state, the shape's label for logs, and the decode mode."""
+        rows = len(prompts)
+        eos = [int(e) for e in dict.fromkeys(eos_ids) if e is not None and e >= 0]
+        if len(eos) > MAX_EOS_IDS:
+            raise ValueError(f"at most {MAX_EOS_IDS} end-of-sequence ids, got {len(eos)}")
+        mode = decode_mode(list(params))
+        prompt = np.full((batch, width), self.pad_id, np.int32)
+        prompt_len = np.ones((batch,), np.int32)
+        for i, p in enumerate(prompts):
+            prompt[i, width - len(p):] = p
+            prompt_len[i] = len(p)
+        all_params = list(params) + [SamplingParams(max_new_tokens=0)] * (batch - rows)
+        host = dict(
+            max_new=np.array([p.max_new_tokens for p in all_params], np.int32),
+            temperature=np.array([p.temperature for p in all_params], np.float32),
+            top_k=np.array([p.top_k for p in all_params], np.int32),
+            top_p=np.array([p.top_p for p in all_params], np.float32),
+            seeds=np.array([p.seed for p in all_params], np.uint32),
+        )
+        eos_arr = np.full((MAX_EOS_IDS,), -1, np.int32)
+        eos_arr[:len(eos)] = eos
+        put = self.runtime.put
+        label = f"batch {batch}, prompt {width} tokens, {new_len} new tokens, {mode}"
+        state = self.compiles.call(f"generation prefill ({label})", self._start, self.runtime.params, put(prompt),
+                                   put(prompt_len), put(host["max_new"]), put(host["temperature"]),
+                                   put(host["top_k"]), put(host["top_p"]), put(host["seeds"]),
+                                   jnp.asarray(eos_arr), new_len=new_len, mode=mode)
+        return state, label, mode

@@ -4,6 +4,7 @@ the completions endpoint's `echo` + `logprobs` need."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import jax
@@ -12,9 +13,10 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from easylm_imitate.inference.runtime import ModelRuntime, bucket
+from easylm_imitate.inference.runtime import CompileLog, ModelRuntime, bucket
 
 MAX_TOP = 20
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -43,11 +45,16 @@ class Scorer:
         self.runtime = ModelRuntime.of(model, mesh)
         self.max_batch_tokens = max_batch_tokens
         self.min_length_bucket = min_length_bucket
-        self.traces = 0
+        self.compiles = CompileLog(log)
         self._score = jax.jit(self._score_impl, static_argnames=("top",))
 
+    @property
+    def traces(self) -> int:
+        """How many times the scoring step was traced (compiled) so far."""
+        return self.compiles.count
+
     def _score_impl(self, params, tokens, lengths, *, top: int):
-        self.traces += 1
+        self.compiles.traced()
         width = tokens.shape[1]
         cols = jnp.arange(width, dtype=jnp.int32)[None, :]
         segments = (cols < lengths[:, None]).astype(jnp.int32)
@@ -91,7 +98,8 @@ class Scorer:
             tokens[i, :len(s)] = s
             lengths[i] = len(s)
         with self.runtime.active():
-            out = self._score(self.runtime.params, self.runtime.put(tokens), self.runtime.put(lengths), top=top)
+            out = self.compiles.call(f"scoring (batch {batch}, {width} tokens, top {top})", self._score,
+                                     self.runtime.params, self.runtime.put(tokens), self.runtime.put(lengths), top=top)
             lp, greedy, top_ids, top_lp = jax.device_get(out)
         return [SequenceScores(logprobs=lp[i, :n - 1], greedy=greedy[i, :n - 1], top_ids=top_ids[i, :n - 1],
                                top_logprobs=top_lp[i, :n - 1]) for i, n in enumerate(lengths[:len(seqs)])]

@@ -250,3 +250,25 @@ def test_many_stop_strings_are_accepted(eos_stack):
     assert r.status_code == 400 and r.json()["error"]["param"] == "stop"
     r = httpx.post(url + "/v1/chat/completions", json={"model": NAME, "messages": MESSAGES, "top_logprobs": 2})
     assert r.status_code == 400 and r.json()["error"]["param"] == "top_logprobs"
+
+
+def test_error_messages_name_the_problem_and_the_field_the_client_sent(stack):
+    url = stack[3]
+
+    def error(path, content: bytes):
+        r = httpx.post(url + path, content=content, headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        return r.json()["error"]
+
+    err = error("/v1/chat/completions", b'{"model": "tiny",\n  "messages": [}')
+    assert err["param"] is None
+    assert err["message"].startswith("invalid JSON") and "line 2, column 16" in err["message"], err
+    for value in (b"NaN", b"Infinity"):
+        err = error("/v1/completions", b'{"model": "tiny", "prompt": "hi", "temperature": %s}' % value)
+        assert err["param"] == "temperature" and "finite number" in err["message"], err
+    body = {"model": NAME, "messages": MESSAGES, "max_completion_tokens": 10 ** 6}
+    err = error("/v1/chat/completions", json.dumps(body).encode())
+    assert err["param"] == "max_completion_tokens", err
+    assert err["message"].startswith("max_completion_tokens=1000000 exceeds"), err
+    body = {"model": NAME, "messages": MESSAGES, "max_tokens": 10 ** 6}
+    assert error("/v1/chat/completions", json.dumps(body).encode())["param"] == "max_tokens"
