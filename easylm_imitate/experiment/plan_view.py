@@ -1,0 +1,40 @@
+"""The plan as text (what `--dry_run` prints): every cell, its stages with their status,
+tokens to train and command, then the counts."""
+
+from __future__ import annotations
+
+import collections
+
+from easylm_imitate.experiment import commands as C
+from easylm_imitate.experiment.launchers import statuses
+from easylm_imitate.experiment.plan import Cell
+
+
+def tokens_text(tokens: int | None) -> str:
+    """20000000 -> 20M, 300000 -> 300K, None -> ? (known after the data stage)."""
+    if tokens is None:
+        return "?"
+    for scale, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "K")):
+        if tokens >= scale:
+            return f"{tokens / scale:g}{suffix}"
+    return str(tokens)
+
+
+def render_plan(cells: list[Cell], commands: bool = True) -> str:
+    """Readable plan of `cells` with each stage's status."""
+    state = statuses(cells)
+    lines = []
+    for cell in cells:
+        train = "no training (evaluates the base)" if cell.tokens == 0 else f"train on {tokens_text(cell.tokens)} tokens"
+        lines.append(f"cell {cell.name}: base {cell.base}, data {cell.data}, seed {cell.seed}; {train}")
+        for s in cell.stages:
+            lines.append(f"  {state[s.id]:<8} {s.name:<20} {s.fingerprint}")
+            if commands:
+                lines.append(f"           $ {C.shell_line(s.command)}")
+    counts = collections.Counter(state.values())
+    trained = [c.tokens for c in cells if c.tokens]
+    total = "?" if any(c.tokens is None for c in cells) else tokens_text(sum(trained))
+    lines.append(f"{len(cells)} cells, {len(state)} stages: " + ", ".join(
+        f"{counts.get(k, 0)} {k}" for k in ("done", "pending", "partial", "stale")) +
+        f"; {len(trained)} cells train, {total} imitation tokens in all")
+    return "\n".join(lines)
