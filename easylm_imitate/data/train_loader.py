@@ -97,6 +97,13 @@ def batch_iterator(rows: dict[str, np.ndarray], global_batch: int, total_steps: 
     return iter(ds.to_iter_dataset())
 
 
+def first_rows(rows: dict[str, np.ndarray], max_rows: int) -> dict[str, np.ndarray]:
+    """The first `max_rows` rows (all of them when `max_rows` is 0), e.g. to bound an eval set."""
+    if max_rows < 0:
+        raise DataError(f"config.eval_max_rows: must be >= 0 (0 = all rows), got {max_rows}")
+    return {k: v[:max_rows] for k, v in rows.items()} if max_rows else rows
+
+
 def eval_batches(rows: dict[str, np.ndarray], batch: int):
     """Fixed-order batches covering every eval row once (the last is padded with empty rows)."""
     n = len(rows["inputs"])

@@ -21,11 +21,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.nonfinite = "stop"  # NaN/inf loss or gradient norm: stop (raise, save nothing) | skip (keep old state, count it)
     c.log_every_steps = 10
     c.eval_every_steps = 0  # 0: only at the end (when data.eval_file is set)
+    c.eval_max_rows = 0  # evaluate on the first N packed rows of data.eval_file; 0: all of them
     c.init_from = ""  # converted checkpoint or training run to start from (parameters only)
     c.tokenizer = ""  # tokenizer directory; default: the one of init_from
     c.mesh = "dp:1,fsdp:-1,tp:1"
     c.sharding_rules = "fsdp_tp"
-    c.peak_flops_per_device = 0.0  # 0: from the device table (CPU: measured matmul peak)
+    # MFU's denominator. 0: from the device table; CPU: a matmul peak measured once per machine
+    # and cached in ~/.cache/easylm_imitate/peak_flops.json (see train/peak_flops.py)
+    c.peak_flops_per_device = 0.0
     c.tensorboard = True
     # CPU backend on glibc: keep freed memory in the process so each step's temporary buffers
     # are reused, not page-faulted in afresh (~10% of a CPU step; see train/host_memory.py).

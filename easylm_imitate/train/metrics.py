@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -11,65 +12,65 @@ import numpy as np
 
 from easylm_imitate.fileio import LineError, iter_jsonl, write_jsonl_atomic
 
-# Dense bf16 peak FLOP/s per device (datasheets). CPU has no useful datasheet figure: it is
-# measured at start-up with a float32 matmul instead (see `measured_matmul_peak`).
-PEAK_FLOPS = {
-    "TPU v2": 45e12 / 2, "TPU v3": 123e12 / 2, "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12,
-    "TPU v5p": 459e12, "TPU v5": 459e12, "TPU v6 lite": 918e12, "TPU v6e": 918e12,
-    "NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12, "NVIDIA L4": 121e12,
-    "NVIDIA A10G": 125e12, "NVIDIA B200": 2250e12,
-}
-
-
-def measured_matmul_peak(size: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of a float32 matmul on the default device (best of `repeats`)."""
-    a = jax.numpy.ones((size, size), jax.numpy.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * size ** 3 / best
-
-
-def peak_flops_per_device(override: float = 0.0) -> tuple[float, str]:
-    """(peak FLOP/s of one device, where the number came from)."""
-    if override > 0:
-        return override, "config.peak_flops_per_device"
-    kind = jax.devices()[0].device_kind
-    for name, flops in PEAK_FLOPS.items():
-        if kind.startswith(name):
-            return flops, f"datasheet ({kind})"
-    return measured_matmul_peak(), f"measured float32 matmul ({kind})"
+TIMING_KEYS = ("tokens_per_s", "loss_tokens_per_s", "tflops_per_device", "mfu")  # wall-clock rates
 
 
 class Throughput:
-    """Tokens/s, TFLOP/s per device and MFU over the steps since the last report."""
+    """Tokens/s, TFLOP/s per device and MFU over the steps since the last report.
 
-    def __init__(self, flops_per_token: float, tokens_per_step: int, peak: float, num_devices: int):
-        self.flops_per_token, self.tokens_per_step = flops_per_token, tokens_per_step
-        self.peak, self.num_devices = peak, num_devices
-        self._t, self._steps = time.perf_counter(), 0
+    Tokens are counted on the host from each step's batch: `tokens_per_s` over real (non-pad)
+    tokens, `loss_tokens_per_s` over the tokens that carry loss. TFLOP/s and MFU are model
+    FLOPs of the real tokens; the FLOPs of every row slot (padding is computed too) bound what
+    the hardware did, so when they exceed `peak` the peak was too low and is raised
+    (`Peak.raise_to`, reported through `log`): MFU never exceeds 1. Time spent while
+    `paused()` (evaluation, checkpoint saves) is not counted.
+    """
 
-    def step(self) -> None:
-        """Count one finished step."""
-        self._steps += 1
-
-    def report(self) -> dict:
-        """Rates since the previous report (then reset)."""
-        now = time.perf_counter()
-        elapsed = max(now - self._t, 1e-9)
-        tokens_per_s = self._steps * self.tokens_per_step / elapsed
-        flops_per_device = tokens_per_s * self.flops_per_token / self.num_devices
-        self._t, self._steps = now, 0
-        return {"tokens_per_s": tokens_per_s, "tflops_per_device": flops_per_device / 1e12,
-                "mfu": flops_per_device / self.peak}
+    def __init__(self, flops_per_token: float, peak, num_devices: int, log=print):
+        self.flops_per_token, self.peak, self.num_devices, self._log = flops_per_token, peak, num_devices, log
+        self.reset()
 
     def reset(self) -> None:
-        """Start a new measuring window (e.g. after compilation or a checkpoint)."""
-        self._t, self._steps = time.perf_counter(), 0
+        """Start a new measuring window (e.g. after compilation)."""
+        self._since, self._elapsed = time.perf_counter(), 0.0
+        self._tokens = self._loss_tokens = self._slots = 0
+
+    def step(self, tokens: int, loss_tokens: float, slots: int) -> None:
+        """Count one finished step of `tokens` real tokens, `loss_tokens` loss-bearing ones, in
+        `slots` row slots."""
+        self._tokens += tokens
+        self._loss_tokens += loss_tokens
+        self._slots += slots
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Leave the time spent inside the block out of the window (block on the device first,
+        or the block absorbs the tail of the steps still running)."""
+        now = time.perf_counter()
+        self._elapsed += now - self._since
+        try:
+            yield
+        finally:
+            self._since = time.perf_counter()
+
+    def report(self) -> dict:
+        """Rates since the previous report (then a new window starts)."""
+        elapsed = max(self._elapsed + time.perf_counter() - self._since, 1e-9)
+        per_device = self.flops_per_token / self.num_devices / elapsed
+        flops, slot_flops = self._tokens * per_device, self._slots * per_device
+        if slot_flops > self.peak.flops:
+            self._log(self.peak.raise_to(slot_flops))
+        out = {"tokens_per_s": self._tokens / elapsed, "loss_tokens_per_s": self._loss_tokens / elapsed,
+               "tflops_per_device": flops / 1e12, "mfu": flops / self.peak.flops}
+        self.reset()
+        return out
+
+
+def batch_token_counts(batch: dict, processes: int = 1) -> tuple[int, float, int]:
+    """(real tokens, loss-bearing tokens, row slots) of a host batch of numpy arrays (no device
+    sync), times `processes` (each process holds an equally shaped slice of the global batch)."""
+    real = int(np.count_nonzero(batch["segment_ids"]))
+    return real * processes, float(np.sum(batch["weights"])) * processes, int(batch["inputs"].size) * processes
 
 
 METRICS_FILE = "metrics.jsonl"

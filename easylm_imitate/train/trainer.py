@@ -19,7 +19,7 @@ from easylm_imitate.checkpoint import CheckpointError
 from easylm_imitate.data import train_loader
 from easylm_imitate.fileio import write_json_atomic, write_jsonl_atomic
 from easylm_imitate.train import metrics as metrics_lib
-from easylm_imitate.train import integrity, resume, run_checkpoint, run_lock, state as state_lib
+from easylm_imitate.train import integrity, peak_flops, resume, run_checkpoint, run_lock, state as state_lib
 from easylm_imitate.train.nonfinite import NonFiniteError, NonFiniteGuard
 from easylm_imitate.train.host_memory import keep_freed_host_memory
 from easylm_imitate.train.preemption import StopRequest
@@ -92,6 +92,12 @@ def load_data(config, tokenizer, workdir: str, log=print):
     if config.data.eval_file:
         evals = train_loader.render_file(config.data.eval_file, tokenizer, template, config.seq_length, 0, pad)
         rejects += evals.rejects
+        all_rows = evals.num_rows
+        evals = dataclasses.replace(evals, rows=train_loader.first_rows(evals.rows, config.eval_max_rows))
+        tokens, loss_tokens, _ = metrics_lib.batch_token_counts(evals.rows)
+        limited = f" (first {evals.num_rows} of {all_rows}: eval_max_rows)" if evals.num_rows < all_rows else ""
+        log(f"eval set: {evals.num_rows} rows{limited} of {config.seq_length} tokens, {tokens} tokens "
+            f"({int(loss_tokens)} loss tokens), {-(-evals.num_rows // config.batch_size)} batches per eval")
     if jax.process_index() == 0:
         write_jsonl_atomic(os.path.join(workdir, "rejects.jsonl"), rejects)
     s = train.stats
@@ -154,12 +160,11 @@ def _train(config, workdir: str, log) -> TrainResult:
                                      config.sharding_rules, guard.skip)
     eval_fn = jax.jit(functools.partial(eval_step, lay.graphdef), in_shardings=(lay.params_shardings, batch_shardings))
 
-    peak, peak_source = metrics_lib.peak_flops_per_device(config.peak_flops_per_device)
-    throughput = metrics_lib.Throughput(cfg.flops_per_token(config.seq_length), config.batch_size * config.seq_length,
-                                        peak, jax.device_count())
+    peak = peak_flops.peak_flops_per_device(config.peak_flops_per_device, config.model.dtype)
+    throughput = metrics_lib.Throughput(cfg.flops_per_token(config.seq_length), peak, jax.device_count(), log)
     logger = metrics_lib.Logger(workdir, config.tensorboard, start, log)
     log(f"mesh {dict(mesh.shape)}, {total_steps} steps of {config.batch_size}x{config.seq_length} tokens; "
-        f"MFU against {peak / 1e12:.2f} TFLOP/s per device ({peak_source})")
+        f"MFU against {peak.flops / 1e12:.4g} TFLOP/s per device ({peak.source})")
 
     def meta(step):
         return {"step": step, "tokens_seen": tokens_seen, "model": cfg.to_dict(), "data_fingerprint": data_fp,
@@ -169,11 +174,13 @@ def _train(config, workdir: str, log) -> TrainResult:
         if eval_rows is None:
             return
         sums = {"loss_sum": 0.0, "count": 0.0, "correct": 0.0}
-        with jax.set_mesh(mesh):
+        with jax.set_mesh(mesh), tqdm(total=eval_rows.num_rows, desc=f"eval at step {step}", unit="row", leave=None,
+                                      disable=jax.process_index() != 0, dynamic_ncols=True, file=sys.stderr) as rows_bar:
             for chunk in train_loader.eval_batches(eval_rows.rows, config.batch_size):
                 out = jax.device_get(eval_fn(state.params, parallel.global_batch_from_host(
                     {k: v[parallel.host_batch_slice(config.batch_size)] for k, v in chunk.items()}, mesh)))
                 sums = {k: sums[k] + float(out[k]) for k in sums}
+                rows_bar.update(min(config.batch_size, rows_bar.total - rows_bar.n))
         count = max(sums["count"], 1.0)
         scalars = {"eval_loss": sums["loss_sum"] / count, "eval_accuracy": sums["correct"] / count}
         logger.write(step, scalars, kind="eval")
@@ -189,6 +196,11 @@ def _train(config, workdir: str, log) -> TrainResult:
         if run_checkpoint.save(mgr, step, state.params, state.opt_state, batches.get_state(), meta(step),
                                force=force):
             last_saved = step
+
+    def off_the_clock():
+        """Leave what follows out of the throughput window, once the steps dispatched so far are done."""
+        jax.block_until_ready(state)
+        return throughput.paused()
 
     stop = StopRequest()
     stop.install()
@@ -207,26 +219,31 @@ def _train(config, workdir: str, log) -> TrainResult:
                     interrupted = True
                     break
                 local = next(batches)
+                counts = metrics_lib.batch_token_counts(local, jax.process_count())
                 batch = parallel.global_batch_from_host(local, mesh)
                 state, step_metrics = step_fn(state, batch)
                 step += 1
                 guard.observe(step, step_metrics)  # NonFiniteError at the first NaN/inf (nonfinite=stop)
                 mgr.check_saved()  # a failed asynchronous save is reported now, not at the next save
-                throughput.step()
+                throughput.step(*counts)
                 tokens_seen += config.batch_size * config.seq_length
                 if step % config.log_every_steps == 0 or step == total_steps or step == start + 1:
                     scalars = guard.log_scalars({k: float(v) for k, v in jax.device_get(step_metrics).items()})
                     scalars.update(throughput.report())
-                    if step == start + 1:
-                        scalars.pop("mfu"), scalars.pop("tokens_per_s"), scalars.pop("tflops_per_device")
+                    if step == start + 1:  # its time is mostly compilation
+                        for key in metrics_lib.TIMING_KEYS:
+                            scalars.pop(key)
                     logger.write(step, scalars)
-                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['learning_rate']:.2e}",
-                                    **({"mfu": f"{scalars['mfu']:.1%}"} if "mfu" in scalars else {}))
+                    rates = ({"tok/s": f"{scalars['tokens_per_s']:.4g}", "mfu": f"{scalars['mfu']:.1%}"}
+                             if "mfu" in scalars else {})
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['learning_rate']:.2e}", **rates)
                 bar.update(1)
                 if step % config.save_every_steps == 0 or step == total_steps:
-                    save(step, force=step == total_steps)
+                    with off_the_clock():
+                        save(step, force=step == total_steps)
                 if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
-                    evaluate(step)
+                    with off_the_clock():
+                        evaluate(step)
         if not interrupted:
             evaluate(step)
     finally:

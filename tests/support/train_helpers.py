@@ -11,6 +11,8 @@ import time
 import jax
 import numpy as np
 
+from easylm_imitate.train.metrics import TIMING_KEYS as TIMING_FIELDS  # wall-clock rates: differ between runs
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/support/..
 SMOKE = os.path.join(REPO, "configs", "smoke.py")
 
@@ -71,9 +73,6 @@ def final_params(workdir: str) -> dict[str, np.ndarray]:
     restored = run_checkpoint.restore_params_only(workdir, step, target)
     flat = jax.tree_util.tree_flatten_with_path(restored)[0]
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
-
-
-TIMING_FIELDS = ("tokens_per_s", "tflops_per_device", "mfu")  # wall-clock rates: differ between runs
 
 
 def read_metrics(workdir) -> list[dict]:
