@@ -100,8 +100,7 @@ def resolve_local(spec: str, flag: str | None = None) -> Resolved | None:
     if os.path.isfile(path):
         if _is_gguf(path):
             return Resolved("gguf", path)
-        raise NameResolutionError(f"{_where(spec, flag)}: {path} is a file but not a .gguf file "
-                                  "(give its directory for tokenizer files)")
+        raise NameResolutionError(f"{_where(spec, flag)}: {path} is neither a .gguf file nor a directory")
     if os.path.isdir(path):
         found = _tokenizer_dir(path)
         if found is None:
@@ -167,8 +166,10 @@ def _not_local() -> str:
 
 
 def _suggest(spec: str) -> str:
-    """`; did you mean X?` for a name close to a shipped one."""
-    close = difflib.get_close_matches(spec.lower(), list(SHIPPED), n=1, cutoff=0.6)
+    """`; did you mean X?` for a name close to a shipped one (or the start of one)."""
+    name = spec.strip().lower()
+    close = [n for n in SHIPPED if len(name) >= 3 and n.startswith(name)] or \
+        difflib.get_close_matches(name, list(SHIPPED), n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
 
 

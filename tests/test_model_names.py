@@ -53,7 +53,7 @@ def test_names_that_resolve_to_nothing_say_why_in_one_line(tmp_path):
         str(tmp_path / "nope.gguf"): "no such GGUF file",
         str(tmp_path / "missing_dir"): "no such file or directory",
         str(tmp_path / "empty"): "has no tokenizer",
-        str(tmp_path / "notes.txt"): "not a .gguf file",
+        str(tmp_path / "notes.txt"): "neither a .gguf file nor a directory",
         "not a/valid/hub id": "no such file or directory",
         "bad name!": "nor a hub id",
         "": "empty",
@@ -72,6 +72,8 @@ def test_gguf_names_take_no_hub_ids_and_suggest_the_shipped_name():
         model_names.gguf_path("smollm2-135m", "--gguf")
     with pytest.raises(NameResolutionError, match="no such GGUF file"):
         model_names.gguf_path(asset_path("tiny_tokenizer"))
+    with pytest.raises(NameResolutionError, match="did you mean smollm2-135m-instruct"):
+        model_names.gguf_path("smollm2")
 
 
 def test_an_unreachable_hub_is_reported_quickly(monkeypatch):

@@ -41,7 +41,8 @@ def default_config() -> ml_collections.ConfigDict:
     """Every build setting with its default (no sources)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.tokenizer = ""  # the model's tokenizer: directory, .gguf file or hub name (needed unless approx)
+    c.tokenizer = ""  # the model's tokenizer (needed unless approx): a name easylm_imitate.model_names
+    #                 resolves: shipped (smollm2-135m-instruct), directory, .gguf, checkpoint/run, hub id
     c.template = "paper"  # paper | chatml | tokenizer: what tokens are counted on (as the trainer renders)
     c.token_counter = "tokenizer"  # tokenizer | approx (words+punctuation; an explicit, fast estimate)
     c.block_length = 2048  # conversations longer than this (tokens) are split into turn-aligned pieces
