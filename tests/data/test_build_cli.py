@@ -82,7 +82,8 @@ def test_unknown_tokenizer_name_fails_fast_in_one_line(sharegpt_file, tmp_path, 
     (["--input=sharegpt:{f}"], "error: --out=DIR is required"),
     (["--input=bogus:{f}", "--out={o}"], "error: --input='bogus:{f}': expected kind:PATH"),
     (["--input=sharegpt:{f}", "--out={o}"], "error: token counts need the model's tokenizer"),
-    (["--input=sharegpt:{f}", "--out={o}", "--tokenizer=./no/such/dir"], "error: --tokenizer=./no/such/dir: no such file"),
+    (["--input=sharegpt:{f}", "--out={o}", "--tokenizer=./no/such/dir"],
+     "error: --tokenizer=./no/such/dir: no such file"),
 ])
 def test_bad_flags_are_one_line_errors_without_the_help(sharegpt_file, tmp_path, args, message):
     fill = {"f": sharegpt_file, "o": tmp_path / "out"}
