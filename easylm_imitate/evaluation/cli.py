@@ -181,9 +181,9 @@ def finish(record: dict, rows: list[dict] | None, out: str, *, base_model: str |
         write_jsonl_atomic(details_path(out), rows)
     results_lib.write_results(out, record)
     headline = {k: v for k, v in record["metrics"].items() if "/" not in k}
-    logging.info("%s on %s (n=%d): %s -> %s", record["benchmark"], record["model"], record["n"], headline, out)
     print(f"{record['benchmark']} {record['model']} n={record['n']} " +
-          " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))
+          " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()) +
+          f" -> {out}")
     if results_lib.is_failed(record):
         print(f"FAILED: {record['benchmark']} {record['model']}: {record['failure']} (written to {out})",
               file=sys.stderr)
@@ -216,12 +216,16 @@ def model_name_from_flags(flags_obj) -> str:
 
 def evaluation_main(benchmark: str):
     """Decorate an eval binary's main: an evaluation that raises `results.NothingScored` writes
-    a results file marked failed with the reason to --out and exits 1."""
+    a results file marked failed with the reason to --out and exits 1. Library INFO logs (httpx
+    requests) are hidden unless --verbosity is given."""
     def decorate(main):
         @functools.wraps(main)
         def run(argv):
             from absl import flags
 
+            from easylm_imitate.cli_logging import quiet_logs_by_default
+
+            quiet_logs_by_default()  # httpx request lines would bury the progress bars
             try:
                 return main(argv)
             except results_lib.NothingScored as e:

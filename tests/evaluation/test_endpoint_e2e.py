@@ -176,12 +176,16 @@ def test_nq_end_to_end(server, tmp_path):
     assert res["metrics"]["exact_match"] == pytest.approx(3 / 5)
     assert res["metrics"]["exact_match_no_early_stop"] == pytest.approx(2 / 5)
     assert res["settings"]["rejected_inputs"] == 1
+    # quiet by default: the summary and the rejected line, no httpx request lines; --verbosity shows them
+    assert f"-> {out}" in run.stdout and "rejected" in run.stderr and "HTTP Request" not in run.stderr
     sent = server.requests[-1]["prompt"][0]
     assert sent == "Q: color of the sky?\nA: blue\nQ: who wrote hamlet?\nA:"
     # zero-shot needs no shots file
     run0 = subprocess.run(base + ["--k=0"], capture_output=True, text=True)
     assert run0.returncode == 0, run0.stderr[-3000:]
     assert server.requests[-1]["prompt"][0] == "Q: who wrote hamlet?\nA:"
+    verbose = subprocess.run(base + ["--k=0", "--verbosity=0"], capture_output=True, text=True)
+    assert verbose.returncode == 0 and "HTTP Request" in verbose.stderr
 
 
 def test_endpoint_backend_generate_groups_n_samples(server):
