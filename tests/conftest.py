@@ -8,3 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Machine-wide caches (the measured CPU peak) go to a throwaway folder, never the user's home.
+if "EASYLM_IMITATE_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["EASYLM_IMITATE_CACHE_DIR"] = tempfile.mkdtemp(prefix="easylm_imitate_cache_")
