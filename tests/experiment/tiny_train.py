@@ -8,7 +8,7 @@ def get_config():
     c = default_config()
     c.batch_size = 4
     c.seq_length = 64
-    c.total_steps = 40
+    c.total_steps = 30
     c.learning_rate = 1e-3
     c.save_every_steps = 5
     c.keep_checkpoints = 2
