@@ -4,6 +4,8 @@ tokens to train and command, then the counts."""
 from __future__ import annotations
 
 import collections
+import json
+import os
 
 from easylm_imitate.experiment import commands as C
 from easylm_imitate.experiment.launchers import statuses
@@ -20,20 +22,34 @@ def tokens_text(tokens: int | None) -> str:
     return str(tokens)
 
 
+def known_tokens(cell: Cell) -> int | None:
+    """The cell's imitation tokens: the budget, else what its finished data stage counted."""
+    if cell.tokens is not None:
+        return cell.tokens
+    data = next((s for s in cell.stages if s.kind == "data"), None)
+    try:
+        with open(os.path.join(data.out_dir, "data.json"), encoding="utf-8") as f:
+            return int(json.load(f)["tokens"])
+    except (AttributeError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def render_plan(cells: list[Cell], commands: bool = True) -> str:
     """Readable plan of `cells` with each stage's status."""
     state = statuses(cells)
     lines = []
     for cell in cells:
-        train = "no training (evaluates the base)" if cell.tokens == 0 else f"train on {tokens_text(cell.tokens)} tokens"
+        tokens = known_tokens(cell)
+        train = "no training (evaluates the base)" if tokens == 0 else f"train on {tokens_text(tokens)} tokens"
         lines.append(f"cell {cell.name}: base {cell.base}, data {cell.data}, seed {cell.seed}; {train}")
         for s in cell.stages:
             lines.append(f"  {state[s.id]:<8} {s.name:<20} {s.fingerprint}")
             if commands:
                 lines.append(f"           $ {C.shell_line(s.command)}")
     counts = collections.Counter(state.values())
-    trained = [c.tokens for c in cells if c.tokens]
-    total = "?" if any(c.tokens is None for c in cells) else tokens_text(sum(trained))
+    tokens = [known_tokens(c) for c in cells]
+    trained = [t for t in tokens if t != 0]
+    total = "?" if None in tokens else tokens_text(sum(trained))
     lines.append(f"{len(cells)} cells, {len(state)} stages: " + ", ".join(
         f"{counts.get(k, 0)} {k}" for k in ("done", "pending", "partial", "stale")) +
         f"; {len(trained)} cells train, {total} imitation tokens in all")
