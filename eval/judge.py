@@ -1,6 +1,6 @@
 """Pairwise LLM judge of a model's replies against a reference (target) model's replies.
 
-  python eval/judge.py --reference=heldout.jsonl --endpoint=URL --endpoint_model=m \
+  python eval/judge.py --reference=heldout.jsonl --endpoint=URL --endpoint_model=m \\
       --judge_endpoint=https://api.openai.com/v1 --judge_model=gpt-4 --out=judge.json
 """
 

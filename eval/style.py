@@ -1,6 +1,6 @@
 """Style convergence of a model's replies towards the reference (target) model's replies.
 
-  python eval/style.py --reference=heldout.jsonl --answers=model_replies.jsonl --out=style.json \
+  python eval/style.py --reference=heldout.jsonl --answers=model_replies.jsonl --out=style.json \\
       [--judge_endpoint=URL --judge_model=gpt-4]   # adds the authoritative-tone measure
 """
 

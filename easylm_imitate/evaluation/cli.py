@@ -215,9 +215,10 @@ def model_name_from_flags(flags_obj) -> str:
 
 
 def evaluation_main(benchmark: str):
-    """Decorate an eval binary's main: an evaluation that raises `results.NothingScored` writes
-    a results file marked failed with the reason to --out and exits 1. Library INFO logs (httpx
-    requests) are hidden unless --verbosity is given."""
+    """Decorate an eval binary's main: an evaluation that raises `results.NothingScored`, or
+    whose endpoint refuses a request or cannot be reached (`endpoint_errors`), writes a results
+    file marked failed with the reason to --out, prints one `FAILED: ...` line and exits 1.
+    Library INFO logs (httpx requests) are hidden unless --verbosity is given."""
     def decorate(main):
         @functools.wraps(main)
         def run(argv):
@@ -229,7 +230,28 @@ def evaluation_main(benchmark: str):
             try:
                 return main(argv)
             except results_lib.NothingScored as e:
-                record = results_lib.make_failed_results(benchmark, model_name_from_flags(flags.FLAGS), {}, str(e))
-                return conclude(flags.FLAGS, record, None)
+                reason = str(e)
+            except endpoint_errors() as e:
+                reason = endpoint_failure(e)
+            record = results_lib.make_failed_results(benchmark, model_name_from_flags(flags.FLAGS), {}, reason)
+            return conclude(flags.FLAGS, record, None)
         return run
     return decorate
+
+
+def endpoint_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a model or judge endpoint that end an evaluation: a request the server refused
+    (4xx, or 5xx after the client's retries), an unreachable server, a bad key or model name."""
+    import openai
+
+    from easylm_imitate.imitation.retry import FatalAPIError
+
+    return (openai.APIStatusError, openai.APIConnectionError, FatalAPIError)
+
+
+def endpoint_failure(error: BaseException) -> str:
+    """One line saying which endpoint failed and how, for the failed results record."""
+    request = getattr(error, "request", None)
+    url = f" ({request.method} {request.url})" if request is not None else ""
+    message = " ".join(str(error).split())
+    return f"endpoint request failed{url}: {message}"

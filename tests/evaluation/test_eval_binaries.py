@@ -1,9 +1,12 @@
 """What every eval binary shares: failed runs exit non-zero and are written (and reported) as
 failed, --limit, flags listed by --help, and where the details file goes."""
 
+import http.server
 import json
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -134,6 +137,43 @@ def test_style_with_no_matching_ids_is_a_failed_run(reply_files, tmp_path):
     assert result["status"] == "failed" and "no (model, reference) pairs" in result["failure"]
 
 
+class RefusingHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every request 400 with an OpenAI error body, as our server does for a
+    `max_tokens` above its `--max_tokens_limit`."""
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"error": {"message": "max_tokens=512 exceeds this server's limit of 64",
+                                     "type": "invalid_request_error", "param": "max_tokens", "code": None}})
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_refused_request_is_a_failed_run_not_a_traceback(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RefusingHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data = tmp_path / "nq.jsonl"
+        data.write_text(json.dumps({"question": "who wrote hamlet", "answer": ["Shakespeare"]}) + "\n")
+        out = tmp_path / "nq.json"
+        run = run_binary("nq_open", f"--endpoint=http://127.0.0.1:{server.server_port}/v1", "--endpoint_model=m",
+                         f"--data={data}", "--k=0", f"--out={out}", "--api_key_env=")
+    finally:
+        server.shutdown()
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "FAILED: nq_open m: endpoint request failed (POST http://127.0.0.1:" in run.stderr
+    assert "exceeds this server's limit of 64" in run.stderr
+    result = read_results(out)
+    assert result["status"] == "failed" and "exceeds this server's limit of 64" in result["failure"]
+
+
 def test_humaneval_limit_and_nothing_scored(tmp_path):
     problems = tmp_path / "problems.jsonl"
     problems.write_text("".join(json.dumps({"task_id": f"T/{i}", "prompt": f"def f{i}():\n", "entry_point": f"f{i}",
@@ -164,6 +204,8 @@ def test_help_lists_the_shared_flags(name):
     expected += ["--judge_max_tokens", "--judge_max_in_flight"] if name in ("judge", "style") else []
     missing = [flag for flag in expected if flag + ":" not in run.stdout]
     assert not missing, run.stdout
+    usage = run.stdout.split("flags:")[0]  # a `\` continuation must not join the example's lines
+    assert not re.search(r"\S {4,}[-\[]", usage), usage
 
 
 def test_details_file_name_matches_the_docs():
