@@ -3,6 +3,8 @@
   python eval/report.py --results=results/ --out_dir=report/
 """
 
+import os
+
 from absl import app, flags
 
 from easylm_imitate.evaluation import report
@@ -18,7 +20,7 @@ def main(argv):
     written = report.build_report(FLAGS.results, FLAGS.out_dir)
     failed = sum(is_failed(r) for r in written.results)
     print(f"{len(written.results)} results ({failed} failed, {len(written.rejects)} skipped) -> "
-          + ", ".join(f"{FLAGS.out_dir}/{f}" for f in written.files))
+          + ", ".join(os.path.join(FLAGS.out_dir, f) for f in written.files))
 
 
 if __name__ == "__main__":

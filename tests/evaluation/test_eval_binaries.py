@@ -97,6 +97,16 @@ def test_judge_with_no_usable_verdict_fails_loudly_and_the_report_says_so(reply_
     assert "failed: no item was scored" in (tmp_path / "report" / "report.html").read_text()
 
 
+def test_report_binary_names_the_files_it_wrote(tmp_path):
+    (tmp_path / "results").mkdir()
+    ok = make_results("llm_judge", "m", {}, {"adjusted_win_rate": 0.4}, 5)
+    (tmp_path / "results" / "judge.json").write_text(json.dumps(ok))
+    run = subprocess.run([sys.executable, str(REPO / "eval" / "report.py"), f"--results={tmp_path / 'results'}",
+                          f"--out_dir={tmp_path / 'report'}/"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"1 results (0 failed, 0 skipped) -> {tmp_path / 'report' / 'report.md'}," in run.stdout, run.stdout
+
+
 def test_judge_limit_and_max_error_rate(reply_files, tmp_path):
     reference, answers = reply_files
 
