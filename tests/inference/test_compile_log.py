@@ -14,7 +14,8 @@ from easylm_imitate.inference.sampling import SamplingParams
 
 @pytest.fixture()
 def engine():
-    return Engine(from_torch_model(random_hf_model("tiny-llama", seed=2)), AutoTokenizer.from_pretrained(TINY_TOKENIZER))
+    return Engine(from_torch_model(random_hf_model("tiny-llama", seed=2)),
+                  AutoTokenizer.from_pretrained(TINY_TOKENIZER))
 
 
 def compile_lines(caplog) -> list[str]:

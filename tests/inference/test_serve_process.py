@@ -40,8 +40,9 @@ def server(tmp_path_factory):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "easylm_imitate.serve", f"--checkpoint={path}",
-                                 f"--port={port}", "--max_batch=16", f"--max_tokens_limit={MAX_TOKENS}",
-                                 "--warmup", "--warmup_prompt_tokens=16", f"--warmup_max_tokens={MAX_TOKENS}"],
+                                 f"--port={port}", "--max_batch=16", "--batch_wait_ms=100",
+                                 f"--max_tokens_limit={MAX_TOKENS}", "--warmup", "--warmup_prompt_tokens=16",
+                                 f"--warmup_max_tokens={MAX_TOKENS}"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -95,8 +96,10 @@ def test_sigterm_with_requests_in_flight_exits_within_seconds(server):
     clients = [threading.Thread(target=ask) for _ in range(48)]  # three batches of 16 long replies
     for c in clients:
         c.start()
-    time.sleep(2.0)
-    assert not answers, answers  # all still in flight
+    deadline = time.monotonic() + 30
+    while not (state := httpx.get(url + "/health", timeout=5).json()).get("running") or not state.get("queued"):
+        assert time.monotonic() < deadline, f"requests are not in flight: {state}, answers {answers}"
+        time.sleep(0.1)
     start = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
@@ -106,6 +109,6 @@ def test_sigterm_with_requests_in_flight_exits_within_seconds(server):
     elapsed = time.monotonic() - start
     for c in clients:
         c.join(timeout=30)
-    assert len(answers) == 48 and set(answers) <= {503, 200, "RemoteProtocolError", "ConnectError"}, answers
-    assert 503 in answers  # in-flight clients are told the server is shutting down
+    assert len(answers) == 48 and set(answers) <= {503, 200}, answers
+    assert answers.count(503) >= 16  # the running batch and the queue are told the server is shutting down
     print(f"exited {elapsed:.1f} s after SIGTERM")

@@ -99,6 +99,20 @@ def test_clients_that_gave_up_do_not_delay_the_next_one(engine):
         assert queue_state(url)["queued"] == 0
 
 
+def test_a_stream_whose_client_leaves_stops_generating(engine):
+    app = create_app(engine, NAME, Limits(max_prompt_tokens=100, max_tokens=64, max_batch=4, wait_ms=1))
+    with running_server(app) as url:
+        assert post(url, SLOW, timeout=60).status_code == 200  # compiled
+        with httpx.stream("POST", url + "/v1/chat/completions", json={**SLOW, "stream": True}, timeout=30) as r:
+            lines = r.iter_lines()  # (dropping the iterator would close the connection)
+            assert next(lines).startswith("data: ")
+            wait_for(lambda: queue_state(url)["running"] == 1, "the stream to generate")
+        start = time.monotonic()  # the connection is closed now
+        wait_for(lambda: queue_state(url)["running"] == 0, "the abandoned stream to stop")
+        elapsed = time.monotonic() - start
+        assert elapsed < 2.5, f"generation went on {elapsed:.1f} s for nobody"  # the whole reply: 3.2 s
+
+
 def test_a_full_queue_answers_429_with_retry_after(engine):
     app = create_app(engine, NAME, Limits(max_prompt_tokens=100, max_tokens=64, max_batch=1, wait_ms=1,
                                           max_queue=2))
