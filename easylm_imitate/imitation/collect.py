@@ -6,7 +6,8 @@ r"""Collect a target model's replies to a prompts file as imitation records.
 Prompts file lines: {"prompt": ...}, {"id", "prompt"[, "system", "meta"]}, or a canonical record
 whose turns end in a user turn. Bad lines go to --rejects (default OUT.rejects.jsonl) with their
 line and reason. Rerunning the same command resumes from the journal (default OUT.journal);
-exits 1 when some prompts still failed after all retries (rerun to retry them).
+exits 1 when the file held no usable prompt, or when some prompts still failed after all retries
+(rerun to retry them).
 """
 
 from __future__ import annotations
@@ -44,11 +45,20 @@ def main(argv) -> None:
     report = client_flags.query_target(
         f, lambda client: collect_to_file(client, f.prompts, f.out, config, rejects_path=f.rejects))
     print(f"wrote {report['records']} records to {f.out}", file=sys.stderr)
-    failed = report["failed_samples"]
     client_flags.report_and_exit(
-        report, ("prompts", "records", "rejected_lines", "failed_samples", "empty_replies"),
-        f"{failed} prompt sample(s) failed after all retries (see {f.out}.report.json); "
-        "rerun the same command to retry them" if failed else None)
+        report, ("prompts", "records", "rejected_lines", "failed_samples", "empty_replies"), _failure(report, f.prompts))
+
+
+def _failure(report: dict, prompts_path: str) -> str | None:
+    """Why the run counts as failed (exit 1), or None: no usable prompt, or unanswered samples."""
+    if not report["prompts"]:
+        reasons = ", ".join(f"{n} {r}" for r, n in report["rejects_by_reason"].items()) or "the file is empty"
+        return (f"error: {prompts_path}: no usable prompt ({report['rejected_lines']} line(s) rejected: {reasons}; "
+                f"see {report['rejects_file']})")
+    if report["failed_samples"]:
+        return (f"{report['failed_samples']} prompt sample(s) failed after all retries (see {report['out']}.report.json); "
+                "rerun the same command to retry them")
+    return None
 
 
 # Console entry point (easylm-collect).

@@ -237,3 +237,17 @@ def test_a_reply_holding_a_lone_surrogate_fails_only_its_prompt(tmp_path):
     assert [r["id"] for r in read_jsonl(out)] == ["0", "2", "3"]
     failures = json.loads((tmp_path / "out.jsonl.report.json").read_text())["failures"]
     assert [f["id"] for f in failures] == ["1"] and "lone surrogate" in failures[0]["error"]
+
+
+def test_a_file_with_no_usable_prompt_is_an_error_naming_it(tmp_path):
+    # the records of a data build's eval_prompts.jsonl end in the reference reply: not prompts
+    prompts = tmp_path / "eval_prompts.jsonl"
+    write_lines(prompts, [{"id": f"e{i}", "source": "s", "turns": [{"role": "user", "text": "q"},
+                                                                  {"role": "assistant", "text": "a"}]}
+                          for i in range(3)])
+    with OpenAIStub(responder=reply_for) as stub:
+        done = collect(stub, prompts, tmp_path / "out.jsonl")
+        assert not stub.request_log
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {prompts}: no usable prompt (3 line(s) rejected:") and "rejects.jsonl" in last
