@@ -3,8 +3,9 @@
 Prompts of different lengths are left-padded into one batch (segment id 0 on the pads,
 positions counting from 0 at each row's first real token). The prompt width, the number of
 new tokens and the batch are rounded up to powers of two, so new lengths rarely recompile;
-jit caches one executable per bucket. The host only looks at the tokens between chunks of
-decode steps, and only when something (stop strings, streaming) needs it.
+jit caches one executable per bucket (each new one is logged as it compiles; `warmup`
+compiles one ahead). The host only looks at the tokens between chunks of decode steps, and
+only when something (stop strings, streaming, cancellation) needs it.
 """
 
 from __future__ import annotations
