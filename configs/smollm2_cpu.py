@@ -14,6 +14,7 @@ def get_config():
     """Short full-parameter fine-tune of SmolLM2-135M on imitation conversations."""
     c = default_config()
     c.init_from = ""  # the converted SmolLM2 checkpoint
+    c.model.preset = "smollm2-135m"  # its shape, for --compile_only without init_from
     c.data.template = "chatml"  # SmolLM2-Instruct's own chat format
     c.seq_length = 256
     c.batch_size = 4

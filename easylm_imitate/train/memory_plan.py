@@ -55,6 +55,7 @@ class MemoryPlan:
     error: str | None = None
     # Parameter dimensions the sharding rules name but the mesh cannot split evenly.
     unsplit: list[str] = dataclasses.field(default_factory=list)
+    model: str = ""  # which model, its size and the batch, e.g. "preset smollm2-135m: 134.5M params, ..."
 
     @property
     def peak_bytes(self) -> int:
@@ -66,12 +67,14 @@ class MemoryPlan:
         """Human-readable table."""
         g = lambda b: f"{b / GIB:8.2f} GiB"  # noqa: E731
         unsplit = [f"  warning: {line}" for line in self.unsplit]
+        model = [f"  model             {self.model}"] if self.model else []
         if self.error:
             return "\n".join([f"DOES NOT FIT on {self.target} ({self.devices} devices, mesh {self.mesh}):",
+                              *model,
                               f"  parameters        {g(self.params_bytes)} per device",
                               f"  optimizer state   {g(self.opt_state_bytes)} per device",
                               f"  compiler: {self.error}", *unsplit])
-        lines = [f"memory plan for {self.target}: {self.devices} devices, mesh {self.mesh}",
+        lines = [f"memory plan for {self.target}: {self.devices} devices, mesh {self.mesh}", *model,
                  f"  parameters        {g(self.params_bytes)} per device",
                  f"  optimizer state   {g(self.opt_state_bytes)} per device",
                  f"  batch             {g(self.batch_bytes)} per device",
@@ -119,6 +122,13 @@ def _capacity(devices) -> int | None:
         return None
 
 
+def describe_model(config, cfg) -> str:
+    """Which model a plan is for (the checkpoint or the preset), its size and the step's batch."""
+    source = f"from {config.init_from}" if config.init_from else f"preset {config.model.preset}"
+    return (f"{source}: {cfg.num_params() / 1e6:,.1f}M params, {cfg.dtype} compute, remat {cfg.remat}; "
+            f"batch {config.batch_size} x {config.seq_length} tokens, grad_accum_steps {config.grad_accum_steps}")
+
+
 def plan(config, topology: str = "") -> MemoryPlan:
     """Compile the configured train step ahead of time and report its per-device memory."""
     if topology:
@@ -147,6 +157,7 @@ def plan(config, topology: str = "") -> MemoryPlan:
                                      config.sharding_rules)
     common = dict(target=target, devices=len(devices), mesh=dict(mesh.shape), params_bytes=params_bytes,
                   opt_state_bytes=opt_bytes, batch_bytes=batch_bytes, capacity_bytes=capacity,
+                  model=describe_model(config, cfg),
                   unsplit=parallel.unsplit_dimensions(lay.params_shapes, lay.logical_axes, mesh,
                                                       config.sharding_rules))
     try:

@@ -31,6 +31,9 @@ def test_cpu_plan_for_llama_7b_matches_the_parameter_count():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "memory plan for 8 local CPU devices" in out and "activations+temp" in out
+    # the plan says which model it is for, so a forgotten init_from or preset cannot go unnoticed
+    n = get_preset("llama-7b").num_params() / 1e6
+    assert f"model             preset llama-7b: {n:,.1f}M params" in out and "batch 8 x 128 tokens" in out
     expected = get_preset("llama-7b").num_params() * 4 / 8 / GIB  # float32, split over fsdp=8
     assert abs(_gib(out, "parameters") - expected) / expected < 0.05
     # The paper's optimizer keeps a float32 second moment and momentum per parameter.
