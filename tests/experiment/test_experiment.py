@@ -1,0 +1,173 @@
+"""The experiment runner as a user drives it: `python -m easylm_imitate.experiment`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from easylm_imitate.experiment import markers, spec
+from easylm_imitate.experiment.fingerprint import ContentHashes
+from easylm_imitate.experiment.launchers import statuses
+from easylm_imitate.experiment.plan import build_plan
+
+REPO = spec.REPO
+FALSE_PROMISE = os.path.join(REPO, "configs", "experiments", "false_promise.py")
+TINY = os.path.join(REPO, "tests", "experiment", "tiny_experiment.py")
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+           XLA_PYTHON_CLIENT_PREALLOCATE="false")
+
+
+def experiment(*args, timeout=600) -> subprocess.CompletedProcess:
+    """Run the experiment binary to completion."""
+    return subprocess.run([sys.executable, "-m", "easylm_imitate.experiment", *args], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def plan_statuses(dry_run_stdout: str) -> dict[str, str]:
+    """cell/stage -> status from a --dry_run listing."""
+    out, cell = {}, None
+    for line in dry_run_stdout.splitlines():
+        if line.startswith("cell "):
+            cell = line.split()[1].rstrip(":")
+        m = re.match(r"  (\w+)\s+(\S+)\s+[0-9a-f]{16}$", line)
+        if m:
+            out[f"{cell}/{m.group(2)}"] = m.group(1)
+    return out
+
+
+def test_false_promise_dry_run_lists_24_cells_without_data_or_model(tmp_path):
+    workdir = tmp_path / "exp"
+    r = experiment(f"--config={FALSE_PROMISE}:{tmp_path / 'nothing_here'}", f"--workdir={workdir}", "--dry_run")
+    assert r.returncode == 0, r.stderr
+    cells = [line.split()[1].rstrip(":") for line in r.stdout.splitlines() if line.startswith("cell ")]
+    bases = ("gpt2_xl", "llama_7b", "llama_13b")
+    data = ("none", "sharegpt_300K", "sharegpt_5M", "sharegpt_10M", "sharegpt_20M", "sharegpt_80M",
+            "sharegpt_150M", "nq_synthetic")
+    assert sorted(cells) == sorted(f"{b}__{d}__s0" for b in bases for d in data)
+    assert "24 cells" in r.stdout.splitlines()[-1]
+    assert set(plan_statuses(r.stdout).values()) == {"pending"}
+    assert "train on 20M tokens" in r.stdout and "no training (evaluates the base)" in r.stdout
+    # every stage shows the command a user could run by hand
+    assert "-m easylm_imitate.train --config=" in r.stdout and "eval/mmlu.py" in r.stdout
+    assert not workdir.exists()  # a dry run writes nothing
+
+
+def test_print_launcher_prints_one_line_per_pending_stage(tmp_path):
+    args = (f"--config={FALSE_PROMISE}:{tmp_path}", f"--workdir={tmp_path / 'exp'}")
+    plan = plan_statuses(experiment(*args, "--dry_run").stdout)
+    r = experiment(*args, "--launcher=print")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(plan) == 210
+    for line in lines:  # markers begin && the stage's binary && markers end
+        parts = line.split(" && ")
+        assert len(parts) == 3 and "markers begin" in parts[0] and "markers end" in parts[2]
+
+
+def test_slurm_launcher_is_a_clear_error(tmp_path):
+    r = experiment(f"--config={FALSE_PROMISE}:{tmp_path}", f"--workdir={tmp_path / 'exp'}", "--launcher=slurm")
+    assert r.returncode == 1
+    assert "--launcher=slurm" in r.stderr and "not built yet" in r.stderr
+
+
+def _load(path: str, arg: str):
+    import importlib.util
+
+    s = importlib.util.spec_from_file_location("_exp_config", path)
+    module = importlib.util.module_from_spec(s)
+    s.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def test_changing_one_cells_learning_rate_marks_only_its_train_and_evaluations_stale(tmp_path):
+    config = _load(FALSE_PROMISE, str(tmp_path))
+    workdir = str(tmp_path / "exp")
+    cells = build_plan(config, workdir, ContentHashes(None))
+    for cell in cells:  # as if the whole sweep had finished
+        for s in cell.stages:
+            markers.end(s.out_dir, s.fingerprint, {})
+    assert set(statuses(cells).values()) == {"done"}
+    config.cells.llama_7b__sharegpt_20M__s0.train.learning_rate = 1e-3
+    state = statuses(build_plan(config, workdir, ContentHashes(None)))
+    stale = {k for k, v in state.items() if v != "done"}
+    cell = "llama_7b__sharegpt_20M__s0"
+    assert stale == {f"{cell}/train", f"{cell}/results"} | {f"{cell}/eval_{e}" for e in config.evals}
+    assert {state[k] for k in stale} == {"stale"}
+
+
+# ---- a real tiny sweep: local launcher, kill -9 during training, rerun ----
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """ROOT of the tiny experiment: base/ (a random tiny LLaMA) and build/ (two budgets)."""
+    from flax import nnx
+    from transformers import AutoTokenizer
+
+    from easylm_imitate import checkpoint
+    from easylm_imitate.assets import asset_path
+    from easylm_imitate.models import build_model
+    from easylm_imitate.models.presets import get_preset
+
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = get_preset("tiny-llama")
+    checkpoint.save_params(root / "base", cfg, nnx.state(build_model(cfg, seed=0)).to_pure_dict(),
+                           tokenizer=AutoTokenizer.from_pretrained(asset_path("tiny_tokenizer")))
+    subprocess.run([sys.executable, "-m", "easylm_imitate.data.build",
+                    f"--input=canonical:{asset_path('smoke_conversations.jsonl')}", f"--out={root / 'build'}",
+                    "--token_counter=approx", "--token_budgets=2K,4K", "--eval_prompts=0", "--languages="],
+                   check=True, cwd=REPO, env=ENV, capture_output=True)
+    return root
+
+
+def _executed(stdout: str) -> int:
+    return int(re.search(r"finished: (\d+) executed", stdout).group(1))
+
+
+def test_tiny_sweep_survives_kill_9_and_a_rerun_executes_nothing(tiny_root):
+    args = (f"--config={TINY}:{tiny_root}", f"--workdir={tiny_root / 'exp'}")
+    train_dir = tiny_root / "exp" / "cells" / "tiny__small__s0" / "train"
+    proc = subprocess.Popen([sys.executable, "-m", "easylm_imitate.experiment", *args], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (train_dir / "checkpoints" / "5").is_dir():  # the first checkpoint of the first training stage
+        assert proc.poll() is None and time.monotonic() < deadline, "runner ended before the first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert markers.status(str(train_dir), json.loads(open(f"{train_dir}.started.json").read())["fingerprint"]) \
+        == markers.PARTIAL
+
+    before = plan_statuses(experiment(*args, "--dry_run").stdout)
+    pending = [k for k, v in before.items() if v != "done"]
+    assert before["tiny__small__s0/data"] == "done" and before["tiny__small__s0/train"] == "partial"
+    r = experiment(*args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _executed(r.stdout) == len(pending) == 9
+    assert "start tiny__small__s0/train (resuming)" in r.stdout
+    train_log = open(f"{train_dir}.log").read()
+    assert "resuming from step" in train_log
+
+    results = json.load(open(tiny_root / "exp" / "cells" / "tiny__large__s0" / "results" / "results.json"))
+    assert results["imitation_tokens"] == 4000 and set(results["evaluations"]) == {"loss", "style"}
+    assert results["evaluations"]["loss"]["metrics"]["tokens"] > 0
+    log = open(tiny_root / "exp" / "experiment.log").read()
+    assert "done tiny__large__s0/eval_loss" in log and "loss=" in log
+
+    again = experiment(*args)
+    assert again.returncode == 0 and _executed(again.stdout) == 0
+    assert set(plan_statuses(experiment(*args, "--dry_run").stdout).values()) == {"done"}
+
+    # one cell's learning rate changes: only its train, evaluations and results are stale
+    lr = ("--config.cells.tiny__small__s0.train.learning_rate=0.002",)
+    changed = plan_statuses(experiment(*args, *lr, "--dry_run").stdout)
+    assert {k for k, v in changed.items() if v == "stale"} == {
+        "tiny__small__s0/train", "tiny__small__s0/eval_loss", "tiny__small__s0/eval_style", "tiny__small__s0/results"}
+    printed = experiment(*args, *lr, "--launcher=print").stdout.splitlines()
+    assert len(printed) == 4 and "--config.learning_rate=0.002" in printed[0]
