@@ -1,6 +1,6 @@
 """Where pending stages run: `local` (here, one after another, each as a subprocess of its
-printed command) or `print` (one shell line per pending stage, for any scheduler).
-`slurm` and `tpu` are not built yet."""
+printed command), `print` (one shell line per pending stage, for any scheduler) or `slurm`
+(an sbatch array over those lines, one task per cell: `slurm.py`). `tpu` is not built yet."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ from easylm_imitate.experiment.progress import bar
 from easylm_imitate.experiment.summaries import render, summarize
 
 LAUNCHERS = ("local", "print", "slurm", "tpu")
-NOT_BUILT = {"slurm": "an sbatch array over cells (tpu_scripts/gpu/)", "tpu": "training stages through tpu_scripts/launch.sh"}
+NOT_BUILT = {"tpu": "training stages through tpu_scripts/launch.sh"}
 Outcome = collections.namedtuple("Outcome", "executed failed blocked skipped")
 
 
 def check_launcher(name: str) -> None:
     """ValueError for a launcher that does not exist or is not built yet."""
     if name in NOT_BUILT:
-        raise ValueError(f"--launcher={name} ({NOT_BUILT[name]}) is not built yet; use --launcher=print and hand "
-                         "the printed lines to your scheduler (stages of a cell in order), or --launcher=local")
+        raise ValueError(f"--launcher={name} ({NOT_BUILT[name]}) is not built yet; use --launcher=slurm or --launcher=print "
+                         "and hand the printed lines to your scheduler (stages of a cell in order), or --launcher=local")
     if name not in LAUNCHERS:
         raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)}, not {name!r}")
 

@@ -9,8 +9,10 @@ Rerunning the same command continues where it stopped: finished stages (same fin
 are skipped, a half-finished training run resumes from its checkpoint, and a stage whose
 settings changed (e.g. --config.cells.CELL.train.learning_rate=1e-3) re-runs with what
 depends on it. Launchers: local (default; stages in sequence here, each a subprocess of its
-printed command) and print (one line per pending stage). slurm and tpu launchers are not
-built yet. See docs/experiment.md.
+printed command), print (one line per pending stage) and slurm (writes DIR/slurm/NAME.sbatch,
+an array with one task per cell running that cell's printed lines, and submits it with
+sbatch; with --dry_run it only writes it). The tpu launcher is not built yet. See
+docs/experiment.md.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from easylm_imitate.experiment import launchers, processes
+from easylm_imitate.experiment import launchers, processes, slurm
 from easylm_imitate.experiment.fingerprint import ContentHashes
 from easylm_imitate.experiment.plan import build_plan
 from easylm_imitate.experiment.plan_view import render_plan
@@ -33,20 +35,47 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Experiment directory: cells/<cell>/<stage>/, markers, "
                                "experiment.log.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan (every cell and stage, status, tokens, command) "
-                             "and run nothing; needs no data or model.")
+                             "and run nothing; needs no data or model. With --launcher=slurm: write the sbatch "
+                             "script, print its path, submit nothing.")
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", launchers.LAUNCHERS, "local: run pending stages here in "
-                              "sequence; print: one shell line per pending stage; slurm, tpu: not built yet.")
+                              "sequence; print: one shell line per pending stage; slurm: an sbatch array, one task per cell "
+                              "with pending stages (DIR/slurm/NAME.sbatch; --dry_run writes it without submitting); "
+                              "tpu: not built yet.")
+_PARTITION = flags.DEFINE_string("slurm_partition", "", "--launcher=slurm: SLURM partition (default: the cluster's).")
+_GPUS = flags.DEFINE_integer("slurm_gpus", 8, "--launcher=slurm: GPUs per array task (one node; one process drives "
+                             "them all).")
+_CPUS = flags.DEFINE_integer("slurm_cpus", 0, "--launcher=slurm: CPUs per array task (0: 8 per GPU).")
+_TIME = flags.DEFINE_string("slurm_time", "48:00:00", "--launcher=slurm: time limit per array task (a cell's pending "
+                            "stages); SIGTERM 5 minutes before it makes the trainer save, and resubmitting resumes.")
+_MAX_PARALLEL = flags.DEFINE_integer("slurm_max_parallel", 0, "--launcher=slurm: at most this many cells at once "
+                                     "(--array=0-N%K; 0: no limit).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 HASH_CACHE = ".content_hashes.json"
 
 
-def run(config, workdir: str, dry_run: bool = False, launcher: str = "local", out=sys.stdout) -> int:
-    """Plan the experiment and run (or print) it; returns the exit status."""
+def run_slurm(cells, workdir: str, name: str, dry_run: bool, options: slurm.SlurmOptions, out=sys.stdout) -> int:
+    """Write the array script over the cells with pending stages and, unless `dry_run`, submit it."""
+    path, tasks = slurm.write_script(cells, workdir, name, options)
+    if path is None:
+        print("nothing pending: every stage is done", file=out)
+        return 0
+    if dry_run:
+        print(path, file=out)
+        return 0
+    print(f"submitted {path} ({tasks} array tasks): {slurm.submit(path)}", file=out)
+    return 0
+
+
+def run(config, workdir: str, dry_run: bool = False, launcher: str = "local", out=sys.stdout,
+        slurm_options: slurm.SlurmOptions | None = None) -> int:
+    """Plan the experiment and run (or print, or submit) it; returns the exit status."""
     launchers.check_launcher(launcher)
     workdir = os.path.abspath(workdir)
     hashes = ContentHashes(os.path.join(workdir, HASH_CACHE))
     cells = build_plan(config, workdir, hashes)
+    if launcher == "slurm":
+        return run_slurm(cells, workdir, config.name, dry_run, slurm_options or slurm.SlurmOptions(), out)
     if dry_run:
         print(render_plan(cells), file=out)
         return 0
@@ -67,7 +96,8 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        code = run(_CONFIG.value, _WORKDIR.value, _DRY_RUN.value, _LAUNCHER.value)
+        options = slurm.SlurmOptions(_PARTITION.value, _GPUS.value, _CPUS.value, _TIME.value, _MAX_PARALLEL.value)
+        code = run(_CONFIG.value, _WORKDIR.value, _DRY_RUN.value, _LAUNCHER.value, slurm_options=options)
     except (ValueError, processes.RunnerBusy) as e:
         raise SystemExit(f"error: {e}") from None
     raise SystemExit(code)

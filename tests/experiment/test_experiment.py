@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -71,10 +72,92 @@ def test_print_launcher_prints_one_line_per_pending_stage(tmp_path):
         assert len(parts) == 3 and "markers begin" in parts[0] and "markers end" in parts[2]
 
 
-def test_slurm_launcher_is_a_clear_error(tmp_path):
-    r = experiment(f"--config={FALSE_PROMISE}:{tmp_path}", f"--workdir={tmp_path / 'exp'}", "--launcher=slurm")
+def test_tpu_launcher_is_a_clear_error(tmp_path):
+    r = experiment(f"--config={FALSE_PROMISE}:{tmp_path}", f"--workdir={tmp_path / 'exp'}", "--launcher=tpu")
     assert r.returncode == 1
-    assert "--launcher=slurm" in r.stderr and "not built yet" in r.stderr
+    assert "--launcher=tpu" in r.stderr and "not built yet" in r.stderr
+
+
+def _finish(config, workdir: str, cells: int, extra_stages: int) -> None:
+    """Mark the first `cells` cells done, and the first `extra_stages` stages of the next one."""
+    plan = build_plan(config, workdir, ContentHashes(None))
+    for s in [s for c in plan[:cells] for s in c.stages] + plan[cells].stages[:extra_stages]:
+        markers.end(s.out_dir, s.fingerprint, {})
+
+
+def _array_tasks(script: str) -> dict[int, tuple[str, list[str]]]:
+    """Array task id -> (cell, the stage lines it runs in order) from the script's case."""
+    tasks, current = {}, None
+    for line in script.splitlines():
+        m = re.match(r"  (\d+)\)  # (\S+)$", line)
+        if m:
+            current = tasks.setdefault(int(m.group(1)), (m.group(2), []))
+        elif line.startswith("    stage ") and current is not None:
+            _, stage_id, stage_line = shlex.split(line)
+            assert stage_id.split("/")[0] == current[0]
+            current[1].append(stage_line)
+    return tasks
+
+
+def test_slurm_dry_run_writes_an_array_script_with_one_task_per_cell_with_pending_stages(tmp_path):
+    workdir = str(tmp_path / "exp")
+    _finish(_load(FALSE_PROMISE, str(tmp_path)), workdir, cells=10, extra_stages=2)
+    args = (f"--config={FALSE_PROMISE}:{tmp_path}", f"--workdir={workdir}")
+    r = experiment(*args, "--launcher=slurm", "--dry_run", "--slurm_partition=gpu", "--slurm_gpus=4",
+                   "--slurm_time=12:00:00")
+    assert r.returncode == 0, r.stderr
+    path = r.stdout.strip()
+    assert path == os.path.join(workdir, "slurm", "false_promise.sbatch")
+    assert subprocess.run(["bash", "-n", path], capture_output=True).returncode == 0
+    script = open(path).read()
+    assert re.search(r"^#SBATCH --array=0-13$", script, re.M)  # 24 cells, 10 done: 14 tasks
+    for line in ("--partition=gpu", "--gpus-per-node=4", "--cpus-per-task=32", "--time=12:00:00",
+                 "--signal=B:TERM@300"):
+        assert f"#SBATCH {line}\n" in script
+    assert "tpu_scripts/gpu/xla_env.sh" in script
+
+    printed = experiment(*args, "--launcher=print").stdout.splitlines()
+    by_cell: dict[str, list[str]] = {}
+    for line in printed:  # the cell is in --stage_dir=.../cells/<cell>/<stage>
+        by_cell.setdefault(re.search(r"/cells/([^/]+)/", line).group(1), []).append(line)
+    tasks = _array_tasks(script)
+    assert sorted(tasks) == list(range(14))
+    assert [tasks[i][0] for i in range(14)] == list(by_cell)  # cells in plan order
+    for cell, lines in tasks.values():
+        assert lines == by_cell[cell]  # the very lines --launcher=print prints, in order
+    assert len(tasks[0][1]) == len(tasks[1][1]) - 2  # the half-done cell runs only what is left
+
+
+def test_slurm_runs_a_cells_stages_in_order_and_stops_at_a_failure(tmp_path):
+    workdir = tmp_path / "exp"
+    r = experiment(f"--config={FALSE_PROMISE}:{tmp_path}", f"--workdir={workdir}", "--launcher=slurm", "--dry_run")
+    # array task 0 outside SLURM: its first stage (an evaluation of a base that is not there) fails
+    env = dict(ENV, SLURM_ARRAY_TASK_ID="0", PATH=os.environ["PATH"])
+    run = subprocess.run(["bash", r.stdout.strip()], env=env, capture_output=True, text=True, timeout=120)
+    cell = workdir / "cells" / "gpt2_xl__none__s0"
+    assert run.returncode != 0 and "FAILED gpt2_xl__none__s0/eval_humaneval" in run.stderr, run.stderr
+    assert (cell / "eval_humaneval.started.json").exists()  # the printed line's markers ran
+    assert not (cell / "eval_humaneval.done.json").exists() and not (cell / "eval_judge.started.json").exists()
+
+
+def test_slurm_submits_with_sbatch_and_needs_it(tmp_path):
+    args = (f"--config={FALSE_PROMISE}:{tmp_path}", f"--workdir={tmp_path / 'exp'}", "--launcher=slurm")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path / "sbatch_args"}\necho "Submitted batch job 42"\n')
+    fake.chmod(0o755)
+    r = subprocess.run([sys.executable, "-m", "easylm_imitate.experiment", *args], cwd=REPO,
+                       env=dict(ENV, PATH=f"{bin_dir}:{os.environ['PATH']}"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    script = str(tmp_path / "exp" / "slurm" / "false_promise.sbatch")
+    assert (tmp_path / "sbatch_args").read_text().splitlines() == [script]
+    assert "Submitted batch job 42" in r.stdout and "24 array tasks" in r.stdout
+
+    r = subprocess.run([sys.executable, "-m", "easylm_imitate.experiment", *args], cwd=REPO,
+                       env=dict(ENV, PATH=str(tmp_path / "empty")), capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "sbatch is not on PATH" in r.stderr
 
 
 def _load(path: str, arg: str):
