@@ -22,8 +22,9 @@ Outcome = collections.namedtuple("Outcome", "executed failed blocked skipped")
 def check_launcher(name: str) -> None:
     """ValueError for a launcher that does not exist or is not built yet."""
     if name in NOT_BUILT:
-        raise ValueError(f"--launcher={name} ({NOT_BUILT[name]}) is not built yet; use --launcher=slurm or --launcher=print "
-                         "and hand the printed lines to your scheduler (stages of a cell in order), or --launcher=local")
+        raise ValueError(f"--launcher={name} ({NOT_BUILT[name]}) is not built yet; use --launcher=slurm, or "
+                         "--launcher=print and hand the printed lines to your scheduler (stages of a cell in order), "
+                         "or --launcher=local")
     if name not in LAUNCHERS:
         raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)}, not {name!r}")
 

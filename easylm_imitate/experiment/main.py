@@ -38,9 +38,9 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan (every cell and s
                              "and run nothing; needs no data or model. With --launcher=slurm: write the sbatch "
                              "script, print its path, submit nothing.")
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", launchers.LAUNCHERS, "local: run pending stages here in "
-                              "sequence; print: one shell line per pending stage; slurm: an sbatch array, one task per cell "
-                              "with pending stages (DIR/slurm/NAME.sbatch; --dry_run writes it without submitting); "
-                              "tpu: not built yet.")
+                              "sequence; print: one shell line per pending stage; slurm: an sbatch array, one task per "
+                              "cell with pending stages (DIR/slurm/NAME.sbatch; --dry_run writes it without "
+                              "submitting); tpu: not built yet.")
 _PARTITION = flags.DEFINE_string("slurm_partition", "", "--launcher=slurm: SLURM partition (default: the cluster's).")
 _GPUS = flags.DEFINE_integer("slurm_gpus", 8, "--launcher=slurm: GPUs per array task (one node; one process drives "
                              "them all).")
