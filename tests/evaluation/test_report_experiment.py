@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from easylm_imitate.evaluation import bootstrap, report_html
+from easylm_imitate.evaluation import bootstrap, report_html, style
 from easylm_imitate.evaluation.results import make_failed_results, make_results, write_results
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +37,8 @@ def _cell(root: Path, base: str, data: str, seed: int, tokens, rng) -> None:
                    "unigram_overlap": float(rng.random()), "model_words": int(rng.integers(10, 200)),
                    "reference_words": int(rng.integers(10, 200))} for i in range(40)]
     _write(d, "style", make_results("style", cell, {}, {"unigram_overlap": float(np.mean(
-        [r["unigram_overlap"] for r in style_rows])), "list_when_reference_lists": 0.5}, 40, **ann), style_rows)
+        [r["unigram_overlap"] for r in style_rows])), "list_when_reference_lists": style.conditional_rate(
+        [r["model_list"] for r in style_rows], [r["reference_list"] for r in style_rows])}, 40, **ann), style_rows)
     outcomes = rng.choice(["win", "tie", "loss"], 30).tolist()
     if data == "sharegpt_5M" and base == "tiny_b" and seed == 1:
         write_results(d / "eval_judge" / "results.json", make_failed_results(
@@ -130,7 +131,7 @@ def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_more_items():
 
 
 def test_ratio_and_correlation_statistics_match_the_evaluation():
-    from easylm_imitate.evaluation import stats, style
+    from easylm_imitate.evaluation import stats
 
     rng = np.random.default_rng(3)
     rows = [{"model_list": bool(rng.random() < 0.5), "reference_list": bool(rng.random() < 0.5),
@@ -153,3 +154,15 @@ def test_report_binary_experiment_flag(experiment, tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "eval" / "report.py"), f"--experiment={tmp_path}",
                           f"--out_dir={tmp_path / 'x'}"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "not an experiment directory" in bad.stderr
+
+
+def test_humaneval_and_loss_statistics_match_the_evaluation():
+    from easylm_imitate.evaluation import humaneval
+
+    executed = [{"task_id": f"t{i // 4}", "passed": (i * 7) % 3 == 0} for i in range(40)]
+    stat = bootstrap.STATISTICS[("humaneval", "pass@1")]
+    assert stat[1](*[c[None] for c in stat[0](executed)])[0] == pytest.approx(
+        humaneval.score(executed, ks=(1,))["metrics"]["pass@1"])
+    rows = [{"nll": 10.0, "tokens": 5}, {"nll": 2.0, "tokens": 1}]
+    stat = bootstrap.STATISTICS[("heldout_loss", "loss")]
+    assert stat[1](*[c[None] for c in stat[0](rows)])[0] == pytest.approx(12.0 / 6)
