@@ -1,6 +1,7 @@
 """Where pending stages run: `local` (here, one after another, each as a subprocess of its
 printed command), `print` (one shell line per pending stage, for any scheduler) or `slurm`
-(an sbatch array over those lines, one task per cell: `slurm.py`). `tpu` is not built yet."""
+(an sbatch array over those lines, one task per cell: `slurm.py`) or `tpu` (as local, but a
+training stage runs on a TPU pod through tpu_scripts/launch.sh: `tpu.py`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from easylm_imitate.experiment.progress import bar
 from easylm_imitate.experiment.summaries import render, summarize
 
 LAUNCHERS = ("local", "print", "slurm", "tpu")
-NOT_BUILT = {"tpu": "training stages through tpu_scripts/launch.sh"}
+NOT_BUILT: dict[str, str] = {}
 Outcome = collections.namedtuple("Outcome", "executed failed blocked skipped")
 
 
@@ -65,9 +66,11 @@ def _tail(path: str, lines: int = 15) -> str:
         return ""
 
 
-def run_local(cells: list[Cell], log) -> Outcome:
+def run_local(cells: list[Cell], log, execute=None) -> Outcome:
     """Run every pending stage here, in order, each as a subprocess of its command (output in
-    `<stage>.log` beside it). A failed stage blocks its dependents; other cells go on."""
+    `<stage>.log` beside it). A failed stage blocks its dependents; other cells go on.
+    `execute(stage)` may return a function `(log_file) -> exit status` that runs the stage
+    elsewhere instead (None: here)."""
     todo = pending(cells)
     total, executed, failed, blocked = len(todo), 0, [], []
     skipped = sum(len(c.stages) for c in cells) - total
@@ -79,7 +82,9 @@ def run_local(cells: list[Cell], log) -> Outcome:
             blocked.append(stage.id)
             log(f"{bar(i, total)} blocked {stage.id} (an upstream stage failed)")
             continue
-        if stage.kind == "train":  # a trainer left by a killed runner stops on SIGTERM; let it finish saving
+        run_elsewhere = execute(stage) if execute else None
+        if stage.kind == "train" and run_elsewhere is None:
+            # a trainer left by a killed runner stops on SIGTERM; let it finish saving
             from easylm_imitate.train.run_lock import lock_path
 
             processes.wait_for_free(lock_path(stage.out_dir), log=log)
@@ -94,7 +99,7 @@ def run_local(cells: list[Cell], log) -> Outcome:
         with open(log_path, "a", encoding="utf-8") as out:
             out.write(f"$ {C.shell_line(stage.command)}\n")
             out.flush()
-            code = processes.run_command(stage.command, out)
+            code = run_elsewhere(out) if run_elsewhere else processes.run_command(stage.command, out)
         seconds = time.time() - start
         executed += 1
         if code != 0:

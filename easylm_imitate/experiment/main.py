@@ -11,8 +11,9 @@ settings changed (e.g. --config.cells.CELL.train.learning_rate=1e-3) re-runs wit
 depends on it. Launchers: local (default; stages in sequence here, each a subprocess of its
 printed command), print (one line per pending stage) and slurm (writes DIR/slurm/NAME.sbatch,
 an array with one task per cell running that cell's printed lines, and submits it with
-sbatch; with --dry_run it only writes it). The tpu launcher is not built yet. See
-docs/experiment.md.
+sbatch; with --dry_run it only writes it) and tpu (as local, but training stages run on a TPU
+pod through tpu_scripts/launch.sh; with --dry_run it prints the launch.sh and local lines).
+See docs/experiment.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from easylm_imitate.experiment import launchers, processes, slurm
+from easylm_imitate.experiment import launchers, processes, slurm, tpu
 from easylm_imitate.experiment.fingerprint import ContentHashes
 from easylm_imitate.experiment.plan import build_plan
 from easylm_imitate.experiment.plan_view import render_plan
@@ -40,7 +41,8 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan (every cell and s
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", launchers.LAUNCHERS, "local: run pending stages here in "
                               "sequence; print: one shell line per pending stage; slurm: an sbatch array, one task per "
                               "cell with pending stages (DIR/slurm/NAME.sbatch; --dry_run writes it without "
-                              "submitting); tpu: not built yet.")
+                              "submitting); tpu: as local, but training stages run on a TPU pod through "
+                              "tpu_scripts/launch.sh (--dry_run prints the lines).")
 _PARTITION = flags.DEFINE_string("slurm_partition", "", "--launcher=slurm: SLURM partition (default: the cluster's).")
 _GPUS = flags.DEFINE_integer("slurm_gpus", 8, "--launcher=slurm: GPUs per array task (one node; one process drives "
                              "them all).")
@@ -49,6 +51,14 @@ _TIME = flags.DEFINE_string("slurm_time", "48:00:00", "--launcher=slurm: time li
                             "stages); SIGTERM 5 minutes before it makes the trainer save, and resubmitting resumes.")
 _MAX_PARALLEL = flags.DEFINE_integer("slurm_max_parallel", 0, "--launcher=slurm: at most this many cells at once "
                                      "(--array=0-N%K; 0: no limit).")
+_TPU_NAME = flags.DEFINE_string("tpu_name", "", "--launcher=tpu: the pod (TPU_NAME; default: from the env file).")
+_TPU_ZONE = flags.DEFINE_string("tpu_zone", "", "--launcher=tpu: its zone (TPU_ZONE; default: from the env file).")
+_TPU_PROJECT = flags.DEFINE_string("tpu_project", "", "--launcher=tpu: its project (TPU_PROJECT; default: from the "
+                                   "env file).")
+_TPU_ENV = flags.DEFINE_string("tpu_env", "", "--launcher=tpu: tpu_scripts env file (default: $TPU_ENV, else "
+                               "tpu_scripts/tpu.env).")
+_TPU_POLL = flags.DEFINE_float("tpu_poll_seconds", 60, "--launcher=tpu: how often to ask worker 0 (check.sh) "
+                               "whether training has ended.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 HASH_CACHE = ".content_hashes.json"
@@ -68,7 +78,7 @@ def run_slurm(cells, workdir: str, name: str, dry_run: bool, options: slurm.Slur
 
 
 def run(config, workdir: str, dry_run: bool = False, launcher: str = "local", out=sys.stdout,
-        slurm_options: slurm.SlurmOptions | None = None) -> int:
+        slurm_options: slurm.SlurmOptions | None = None, tpu_options: tpu.TpuOptions | None = None) -> int:
     """Plan the experiment and run (or print, or submit) it; returns the exit status."""
     launchers.check_launcher(launcher)
     workdir = os.path.abspath(workdir)
@@ -76,18 +86,26 @@ def run(config, workdir: str, dry_run: bool = False, launcher: str = "local", ou
     cells = build_plan(config, workdir, hashes)
     if launcher == "slurm":
         return run_slurm(cells, workdir, config.name, dry_run, slurm_options or slurm.SlurmOptions(), out)
+    tpu_options = tpu_options or tpu.TpuOptions()
+    if launcher == "tpu":
+        tpu_options.check()
+    if dry_run and launcher == "tpu":
+        tpu.print_plan(cells, tpu_options, out)
+        return 0
     if dry_run:
         print(render_plan(cells), file=out)
         return 0
     if launcher == "print":
         launchers.run_print(cells, out)
         return 0
+    if launcher == "tpu":
+        tpu.require_gcloud()
     lock = processes.hold_experiment(workdir)  # noqa: F841 (held until this process exits)
     hashes.save()
     write_json_atomic(os.path.join(workdir, "experiment_config.json"), config.to_dict())
     log = ProgressLog(os.path.join(workdir, "experiment.log"), out)
     log(f"experiment {config.name}: {len(cells)} cells -> {workdir}")
-    outcome = launchers.run_local(cells, log)
+    outcome = launchers.run_local(cells, log, tpu.executor(tpu_options) if launcher == "tpu" else None)
     return 1 if outcome.failed or outcome.blocked else 0
 
 
@@ -97,7 +115,9 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         options = slurm.SlurmOptions(_PARTITION.value, _GPUS.value, _CPUS.value, _TIME.value, _MAX_PARALLEL.value)
-        code = run(_CONFIG.value, _WORKDIR.value, _DRY_RUN.value, _LAUNCHER.value, slurm_options=options)
+        pod = tpu.TpuOptions(_TPU_NAME.value, _TPU_ZONE.value, _TPU_PROJECT.value, _TPU_ENV.value, _TPU_POLL.value)
+        code = run(_CONFIG.value, _WORKDIR.value, _DRY_RUN.value, _LAUNCHER.value, slurm_options=options,
+                   tpu_options=pod)
     except (ValueError, processes.RunnerBusy) as e:
         raise SystemExit(f"error: {e}") from None
     raise SystemExit(code)

@@ -72,12 +72,6 @@ def test_print_launcher_prints_one_line_per_pending_stage(tmp_path):
         assert len(parts) == 3 and "markers begin" in parts[0] and "markers end" in parts[2]
 
 
-def test_tpu_launcher_is_a_clear_error(tmp_path):
-    r = experiment(f"--config={FALSE_PROMISE}:{tmp_path}", f"--workdir={tmp_path / 'exp'}", "--launcher=tpu")
-    assert r.returncode == 1
-    assert "--launcher=tpu" in r.stderr and "not built yet" in r.stderr
-
-
 def _finish(config, workdir: str, cells: int, extra_stages: int) -> None:
     """Mark the first `cells` cells done, and the first `extra_stages` stages of the next one."""
     plan = build_plan(config, workdir, ContentHashes(None))
@@ -254,3 +248,114 @@ def test_tiny_sweep_survives_kill_9_and_a_rerun_executes_nothing(tiny_root):
         "tiny__small__s0/train", "tiny__small__s0/eval_loss", "tiny__small__s0/eval_style", "tiny__small__s0/results"}
     printed = experiment(*args, *lr, "--launcher=print").stdout.splitlines()
     assert len(printed) == 4 and "--config.learning_rate=0.002" in printed[0]
+
+
+def test_kill_9_during_an_evaluation_stage_then_rerun_runs_exactly_what_was_pending(tiny_root):
+    args = (f"--config={TINY}:{tiny_root}", f"--workdir={tiny_root / 'exp_eval_kill'}")
+    cell = tiny_root / "exp_eval_kill" / "cells" / "tiny__small__s0"
+    proc = subprocess.Popen([sys.executable, "-m", "easylm_imitate.experiment", *args], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (cell / "eval_style.started.json").exists():  # the style evaluation (sampling) has begun
+        assert proc.poll() is None and time.monotonic() < deadline, "runner ended before the style evaluation"
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside the evaluation: its child is loading the model and sampling
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cell / "eval_style.done.json").exists()
+
+    before = plan_statuses(experiment(*args, "--dry_run").stdout)
+    pending = sorted(k for k, v in before.items() if v != "done")
+    assert before["tiny__small__s0/eval_style"] == "partial"
+    assert {before[f"tiny__small__s0/{s}"] for s in ("data", "train", "eval_loss")} == {"done"}
+    r = experiment(*args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _executed(r.stdout) == len(pending) == 7  # small: eval_style, results; large: all 5
+    started = sorted(re.findall(r" start ([\w/]+)", r.stdout))
+    assert started == pending  # nothing that had finished ran again
+    assert set(plan_statuses(experiment(*args, "--dry_run").stdout).values()) == {"done"}
+    style = json.load(open(cell / "eval_style" / "results.json"))
+    assert style.get("status") != "failed"
+
+
+# ---- --launcher=tpu: training through tpu_scripts/launch.sh, everything else here ----
+
+def _launch_env(line: str) -> dict[str, str]:
+    """The VAR=value settings in front of a printed launch.sh line."""
+    words = shlex.split(line)
+    assert words[-1] == os.path.join(REPO, "tpu_scripts", "launch.sh")
+    return dict(w.split("=", 1) for w in words[:-1])
+
+
+def test_tpu_dry_run_prints_launch_sh_per_pending_training_and_local_lines_for_the_rest(tmp_path):
+    workdir = str(tmp_path / "exp")
+    _finish(_load(FALSE_PROMISE, str(tmp_path)), workdir, cells=1, extra_stages=0)  # gpt2_xl__none__s0 done
+    args = (f"--config={FALSE_PROMISE}:{tmp_path}", f"--workdir={workdir}")
+    r = experiment(*args, "--launcher=tpu", "--dry_run", "--tpu_name=pod7b", "--tpu_zone=us-central2-b",
+                   "--tpu_project=proj-1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    headers, commands = lines[0::2], lines[1::2]
+    assert all(h.startswith("# ") for h in headers) and len(headers) == len(commands)
+    printed = experiment(*args, "--launcher=print").stdout.splitlines()
+    assert len(commands) == len(printed) == 210 - 7  # one line per pending stage, in the same order
+    launches = [c for c in commands if "launch.sh" in c]
+    assert len(launches) == 21  # 3 bases x 7 imitation data sets
+    for header, command, local in zip(headers, commands, printed):
+        if command in launches:
+            assert header.endswith("/train (pod)")
+        else:  # data, evaluations and results run here, exactly as --launcher=print prints them
+            assert header.endswith("(here)") and command == local
+    env = _launch_env(next(c for c in launches if "llama_7b__sharegpt_20M__s0" in c))
+    cell_dir = os.path.join(workdir, "cells", "llama_7b__sharegpt_20M__s0")
+    assert env["TPU_NAME"] == "pod7b" and env["TPU_ZONE"] == "us-central2-b" and env["TPU_PROJECT"] == "proj-1"
+    assert env["TRAIN_CONFIG"] == "configs/llama_7b_imitation.py"  # relative: launch.sh copies the checkout
+    assert env["TRAIN_WORKDIR"] == os.path.join(cell_dir, "train")
+    train_args = env["TRAIN_ARGS"].split()
+    assert f"--config.init_from={tmp_path}/checkpoints/llama-7b" in train_args
+    assert any(a.startswith("--config.data.train_file=") and a.endswith("train_20M.jsonl") for a in train_args)
+    assert not (tmp_path / "exp" / "cells" / "gpt2_xl__sharegpt_5M__s0").exists()  # a dry run writes nothing
+
+
+FAKE_GCLOUD = """#!/bin/sh
+# records every call; worker 0 reports a finished run; every other call succeeds
+printf '%s\\n' "$*" >> {log}
+case "$*" in
+  *status.sh*) echo "=== w-0: exited:0 ===" ;;
+  *describe*) echo READY ;;
+esac
+"""
+
+
+def test_tpu_launcher_trains_through_launch_sh_and_evaluates_here(tiny_root, tmp_path):
+    args = (f"--config={TINY}:{tiny_root}", f"--workdir={tmp_path / 'exp'}", "--launcher=tpu",
+            "--tpu_name=pod1", "--tpu_zone=zone-a", "--tpu_project=proj-1", "--tpu_poll_seconds=0")
+    r = subprocess.run([sys.executable, "-m", "easylm_imitate.experiment", *args], cwd=REPO,
+                       env=dict(ENV, PATH=str(tmp_path / "empty")), capture_output=True, text=True)
+    assert r.returncode == 1 and not (tmp_path / "exp").exists()
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "gcloud is not on PATH" in r.stderr
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(FAKE_GCLOUD.format(log=tmp_path / "gcloud_calls"))
+    (bin_dir / "gcloud").chmod(0o755)
+    r = subprocess.run([sys.executable, "-m", "easylm_imitate.experiment", *args], cwd=REPO,
+                       env=dict(ENV, PATH=f"{bin_dir}:{os.environ['PATH']}"), capture_output=True, text=True,
+                       timeout=600)
+    calls = (tmp_path / "gcloud_calls").read_text().splitlines()
+    starts = [c for c in calls if "remote/start.sh" in c]
+    assert len(starts) == 2, calls  # one launch per training stage, on every worker, in plan order
+    for start, cell in zip(starts, ("tiny__small__s0", "tiny__large__s0")):
+        assert "tpu-vm ssh pod1 --zone=zone-a --project=proj-1 --worker=all" in start
+        assert "--config=tests/experiment/tiny_train.py" in start
+        assert f"--workdir={tmp_path}/exp/cells/{cell}/train" in start and "--config.init_from=" in start
+        assert markers.status(str(tmp_path / "exp" / "cells" / cell / "train"),
+                              json.load(open(tmp_path / "exp" / "cells" / cell / "train.done.json"))["fingerprint"]) \
+            == markers.DONE  # worker 0 said exited:0
+    assert any("status.sh" in c and "--worker=0" in c for c in calls)
+    # the data and evaluation stages ran here (they fail: the fake pod wrote no checkpoint)
+    for cell in ("tiny__small__s0", "tiny__large__s0"):
+        assert (tmp_path / "exp" / "cells" / cell / "data.done.json").exists()
+        eval_log = (tmp_path / "exp" / "cells" / cell / "eval_loss.log").read_text()
+        assert "easylm_imitate.experiment.heldout_loss" in eval_log
+    assert r.returncode == 1 and "FAILED tiny__small__s0/eval_loss" in r.stdout
