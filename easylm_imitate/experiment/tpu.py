@@ -27,6 +27,7 @@ from easylm_imitate.experiment.plan import Cell, Stage
 from easylm_imitate.experiment.spec import REPO
 
 SCRIPTS = os.path.join(REPO, "tpu_scripts")
+UNANSWERED_POLLS = 3  # check.sh failures in a row (ssh blips) before the stage is given up
 _STATE = re.compile(r"^=== .*: (running|exited:-?\d+|stopped|none)\b", re.M)
 
 
@@ -132,11 +133,13 @@ def run_train(stage: Stage, log_file, options: TpuOptions) -> int:
         code = _call(argv, env, log_file).returncode
         if code != 0:
             return code
+    unanswered = 0
     while True:
         state = worker_state(options, log_file)
         if state.startswith("exited:"):
             return int(state.split(":")[1])
-        if state != "running":
+        unanswered = unanswered + 1 if state.startswith("unknown") else 0
+        if state in ("stopped", "none") or unanswered > UNANSWERED_POLLS:
             log_file.write(f"training on the pod is {state}: the stage failed\n")
             return 1
         time.sleep(options.poll_seconds)

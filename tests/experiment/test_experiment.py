@@ -359,3 +359,36 @@ def test_tpu_launcher_trains_through_launch_sh_and_evaluates_here(tiny_root, tmp
         eval_log = (tmp_path / "exp" / "cells" / cell / "eval_loss.log").read_text()
         assert "easylm_imitate.experiment.heldout_loss" in eval_log
     assert r.returncode == 1 and "FAILED tiny__small__s0/eval_loss" in r.stdout
+
+
+SCRIPTED_GCLOUD = """#!/bin/sh
+# worker 0 answers the next line of {answers} on each status call; other calls are recorded
+printf '%s\\n' "$*" >> {log}
+case "$*" in
+  *status.sh*) n=$(grep -c status.sh {log}); echo "=== w-0: $(sed -n "${{n}}p" {answers}) ===" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("answers, code, launched", [
+    (["exited:0", "running", "running", "exited:3"], 3, True),  # a previous run had ended: launch, wait, its exit
+    (["running", "stopped"], 1, False),  # a run a killed runner launched: wait for it, do not launch again
+])
+def test_tpu_train_stage_waits_for_worker_0_and_returns_its_exit(tmp_path, monkeypatch, answers, code, launched):
+    from easylm_imitate.experiment import tpu
+    from easylm_imitate.experiment.plan import Stage
+
+    (tmp_path / "answers").write_text("\n".join(answers) + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(SCRIPTED_GCLOUD.format(answers=tmp_path / "answers", log=tmp_path / "calls"))
+    (bin_dir / "gcloud").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    command = [sys.executable, "-m", "easylm_imitate.train", "--config=tests/experiment/tiny_train.py",
+               f"--workdir={tmp_path / 'train'}", "--config.init_from=/b"]
+    stage = Stage("c", "train", "train", "f" * 16, command, str(tmp_path / "train"), [])
+    options = tpu.TpuOptions("pod1", "zone-a", "proj-1", poll_seconds=0)
+    with open(tmp_path / "train.log", "w") as log_file:
+        assert tpu.run_train(stage, log_file, options) == code
+    calls = (tmp_path / "calls").read_text()
+    assert calls.count("status.sh") == len(answers) and ("remote/start.sh" in calls) == launched
