@@ -50,12 +50,25 @@ def load(experiment_dir: str) -> tuple[list[dict], list[dict]]:
     for r in records:
         cell = os.path.basename(os.path.dirname(os.path.dirname(r["_file"])))
         m = _CELL.match(cell)
-        r["_cell"] = cell
-        r["_data"] = m["data"] if m else cell
-        r["_seed"] = int(m["seed"]) if m else 0
-        r.setdefault("base_model", m["base"] if m else cell)
-        details = r["_file"][:-len(".json")] + ".details.jsonl"
-        r["_details"] = details if os.path.exists(details) else None
+        _annotate(r, cell, m["data"] if m else cell, int(m["seed"]) if m else 0, m["base"] if m else cell)
+    return records, rejects
+
+
+def _annotate(r: dict, cell: str, data: str, seed: int, base: str) -> None:
+    r["_cell"], r["_data"], r["_seed"] = cell, data, seed
+    r.setdefault("base_model", base)
+    details = r["_file"][:-len(".json")] + ".details.jsonl"
+    r["_details"] = details if os.path.exists(details) else None
+
+
+def load_ceiling(experiment_dir: str) -> tuple[list[dict], list[dict]]:
+    """The experiment-level results of the target's second sample against its reference
+    replies (`DIR/target/eval_*/results.json`, written when the config sets
+    `reference.second_sample`): the ceiling rows; (records, rejects), empty without them."""
+    files = sorted(glob.glob(os.path.join(experiment_dir, "target", "eval_*", "results.json")))
+    records, rejects = find_results(files)
+    for r in records:
+        _annotate(r, "target", "second sample", 0, r.get("model", "target"))
     return records, rejects
 
 

@@ -3,7 +3,8 @@ the PNGs, from whatever cells of an experiment directory have finished.
 
 Sections: each benchmark vs imitation tokens (one line per base model) and vs base model size
 (the paper's Figure 4); Table 1 (NQ exact match: base / broad / local imitation per base
-model); Table 2 (style convergence vs imitation tokens); judge and crowd preference against
+model); Table 2 (style convergence vs imitation tokens, with the target's second sample as the
+ceiling row when the experiment scored one: `DIR/target/eval_style/results.json`); judge and crowd preference against
 the target; toxicity; failed runs. Every number is `value [95% bootstrap interval over
 items]`, with the spread over seeds where a point has several, and links to its results file.
 """
@@ -16,7 +17,7 @@ import os
 
 from easylm_imitate.evaluation import bootstrap
 from easylm_imitate.evaluation.report import HEADLINE, Report, _fmt, _save, _slug
-from easylm_imitate.evaluation.report_experiment import Point, Summarizer, data_kind, groups, load
+from easylm_imitate.evaluation.report_experiment import Point, Summarizer, data_kind, groups, load, load_ceiling
 from easylm_imitate.fileio import atomic_open
 
 FIGURE = {"mmlu": "accuracy", "nq_open": "exact_match", "humaneval": "pass@1", "heldout_loss": "loss",
@@ -48,10 +49,12 @@ class _Page:
         parts += [f"<span class='failed'>{self.link(f'failed (s{s})', f, reason)}</span>" for s, reason, f in p.failed]
         return f"<td class='{'failed' if p.value is None else ''}'>" + "<br>".join(parts) + "</td>"
 
-    def metric_table(self, grouped: dict, bench: str, metrics: list[str]) -> str:
-        """Rows: base model x data of `bench`; columns: `metrics` ('' when no run has the benchmark)."""
+    def metric_table(self, grouped: dict, bench: str, metrics: list[str], ceiling: list[dict] = ()) -> str:
+        """Rows: base model x data of `bench`, then a `ceiling` row per record of the target's second
+        sample (`load_ceiling`); columns: `metrics` ('' when no run has the benchmark)."""
         keys = [k for k in grouped if k[0] == bench]
-        if not keys:
+        ceiling = [r for r in ceiling if r["benchmark"] == bench]
+        if not keys and not ceiling:
             return ""
         rows = ["<table><tr><th>base model</th><th>data</th><th>imitation tokens</th>"
                 + "".join(f"<th>{e(m)}</th>" for m in metrics) + "</tr>"]
@@ -60,6 +63,10 @@ class _Page:
             tokens = recs[0].get("imitation_tokens")
             rows.append(f"<tr><td>{e(key[1])}</td><td>{e(key[2])}</td><td>{e(_fmt(tokens) if tokens is not None else '-')}</td>"
                         + "".join(self.cell(self.s.point(recs, m)) for m in metrics) + "</tr>")
+        for r in ceiling:
+            rows.append(f"<tr class='ceiling'><td>{e(r.get('model', 'target'))}</td><td>ceiling: the target's second "
+                        "sample vs its reference replies</td><td>-</td>"
+                        + "".join(self.cell(self.s.point([r], m)) for m in metrics) + "</tr>")
         return "\n".join(rows) + "</table>"
 
     def table1(self, grouped: dict) -> str:
@@ -145,12 +152,13 @@ def _img(out_dir: str, name: str) -> str:
 STYLE_CSS = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin-bottom:2em}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;vertical-align:top}"
              "td:first-child,td:nth-child(2){text-align:left}.failed,.failed a{color:#b00020;font-weight:bold}"
-             ".sd{color:#555;font-size:85%}figure{display:inline-block;margin:0 1em 1em 0}.na{color:#999}")
+             ".sd{color:#555;font-size:85%}tr.ceiling td{border-top:2px dashed #555}figure{display:inline-block;margin:0 1em 1em 0}.na{color:#999}")
 
 
 def page(experiment_dir: str, out_dir: str, records: list[dict], rejects: list[dict], pngs: list[str],
-         s: Summarizer) -> str:
-    """The report as one HTML page (plots read from `out_dir` and embedded)."""
+         s: Summarizer, ceiling: list[dict] = ()) -> str:
+    """The report as one HTML page (plots read from `out_dir` and embedded); `ceiling`: the
+    records of `load_ceiling`."""
     grouped = groups(records)
     p = _Page(out_dir, s)
     benches = sorted({k[0] for k in grouped})
@@ -158,13 +166,13 @@ def page(experiment_dir: str, out_dir: str, records: list[dict], rejects: list[d
         ("Benchmarks vs imitation tokens and base model size (Figure 4)", "".join(_img(out_dir, n) for n in pngs)
          + "".join(f"<h3>{e(b)}</h3>" + p.metric_table(grouped, b, [FIGURE[b]]) for b in FIGURE if b in benches)),
         ("Table 1: NQ exact match, base / broad / local imitation", p.table1(grouped)),
-        ("Table 2: style convergence vs imitation tokens", p.metric_table(grouped, "style", STYLE)),
+        ("Table 2: style convergence vs imitation tokens", p.metric_table(grouped, "style", STYLE, ceiling)),
         ("Preference against the target (LLM judge)", p.metric_table(grouped, "llm_judge", HEADLINE["llm_judge"])),
         ("Preference against the target (crowd raters)", p.metric_table(grouped, "crowd_rating", HEADLINE["crowd_rating"])),
         ("Toxicity", p.metric_table(grouped, "toxicity", ["mean_non_toxicity", "expected_max_toxicity",
                                                           "toxicity_probability"])),
     ]
-    failed = [r for r in records if r.get("status") == "failed"]
+    failed = [r for r in list(records) + list(ceiling) if r.get("status") == "failed"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Experiment report</title><style>{STYLE_CSS}"
              f"</style></head><body><h1>Experiment report: {e(os.path.abspath(experiment_dir))}</h1>",
              f"<p>{len(records)} results files from {len({r['_cell'] for r in records})} cells. Each number is the "
@@ -187,11 +195,13 @@ def build_experiment_report(experiment_dir: str, out_dir: str, n_boot: int = boo
     """Write `out_dir/report.html` (self-contained) and `out_dir/plots/*.png` from the finished
     cells of `experiment_dir`; ValueError when no cell has a results file yet."""
     records, rejects = load(experiment_dir)
+    ceiling, more = load_ceiling(experiment_dir)
+    rejects += more
     if not records:
         raise ValueError(f"{experiment_dir}: no finished evaluation yet (no valid cells/*/eval_*/results.json; "
                          f"{len(rejects)} unreadable)")
     s = Summarizer(n_boot)
     pngs = figure_plots(groups(records), s, out_dir)
     with atomic_open(os.path.join(out_dir, "report.html")) as f:
-        f.write(page(experiment_dir, out_dir, records, rejects, pngs, s))
+        f.write(page(experiment_dir, out_dir, records, rejects, pngs, s, ceiling))
     return Report(records, rejects, ["report.html"] + pngs)

@@ -2,7 +2,8 @@
 
 Stages of a cell: `data` (check the imitation subset and record what it holds), `train`
 (fine-tune the base on it), `eval_<name>` (one per evaluation) and `results` (the cell's
-results JSON). A cell without imitation data has neither data nor train stage: its
+results JSON). With `reference.second_sample` the plan ends with one experiment-level
+pseudo-cell, `target`, whose one stage scores the target's second sample (the style ceiling). A cell without imitation data has neither data nor train stage: its
 evaluations read the base checkpoint. A stage's fingerprint hashes its settings and its
 upstream stages' fingerprints (and the content of the files it reads that no stage makes),
 so a change re-runs exactly the stages that depend on it.
@@ -48,6 +49,7 @@ class Cell:
     seed: int
     tokens: int | None  # imitation tokens (0 without imitation)
     stages: list[Stage]
+    experiment_level: bool = False  # not a grid point: the target's ceiling (`ceiling_cell`)
 
 
 def _sub(path: str, base) -> str:
@@ -109,6 +111,32 @@ def _eval_stage(name: str, eval_name: str, e, c, cell, base, model: str, model_f
     return Stage(name, f"eval_{eval_name}", e.kind, digest(settings), argv, out_dir, deps)
 
 
+CEILING_CELL = "target"
+
+
+def ceiling_cell(c, workdir: str, hashes: ContentHashes) -> Cell | None:
+    """The experiment-level stage `target/eval_style` when `reference.second_sample` is set:
+    eval/style.py scoring the target's second reply to the held-out prompts against its first
+    (the reference), the ceiling of style convergence; written to
+    `workdir/target/eval_style/results.json` (outside cells/) with model name
+    `<reference.name> (second sample)`. None without a second sample."""
+    second = c.reference.get("second_sample", "")
+    if not second:
+        return None
+    name = c.reference.name
+    reference, answers = spec.resolve_path(c.reference.file), spec.resolve_path(second)
+    style_evals = [e for e in c.evals.values() if e.kind == "style"]
+    flags = style_evals[0].flags.to_dict() if style_evals else {}  # same settings (e.g. limit) as the cells
+    out_dir = os.path.join(workdir, CEILING_CELL, "eval_style")
+    argv = C.eval_binary("style") + [C.flag("reference", reference), C.flag("reference_name", name),
+                                     C.flag("answers", answers), C.flag("out", os.path.join(out_dir, "results.json")),
+                                     C.flag("model_name", f"{name} (second sample)"), C.flag("base_model", name)]
+    argv += [C.flag(k, v) for k, v in sorted(flags.items())]
+    fp = digest({"argv": argv[2:], "reference": hashes.file(reference), "answers": hashes.file(answers)})
+    stage = Stage(CEILING_CELL, "eval_style", "style", fp, argv, out_dir, [])
+    return Cell(CEILING_CELL, name, "second_sample", 0, 0, [stage], experiment_level=True)
+
+
 def build_plan(c, workdir: str, hashes: ContentHashes) -> list[Cell]:
     """The cells of experiment config `c` with their stages, paths under `workdir`."""
     spec.validate(c)
@@ -145,4 +173,6 @@ def build_plan(c, workdir: str, hashes: ContentHashes) -> list[Cell]:
                             + ([stages[0].id] if data.kind != "none" else [])))
         cells.append(Cell(name, cell.base, cell.data, int(cell.seed), tokens, stages))
     base_order = list(c.bases)
-    return sorted(cells, key=lambda x: (base_order.index(x.base), x.tokens is None, x.tokens or 0, x.data, x.seed))
+    cells.sort(key=lambda x: (base_order.index(x.base), x.tokens is None, x.tokens or 0, x.data, x.seed))
+    ceiling = ceiling_cell(c, workdir, hashes)
+    return cells + ([ceiling] if ceiling else [])

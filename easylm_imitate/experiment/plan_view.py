@@ -41,16 +41,21 @@ def render_plan(cells: list[Cell], commands: bool = True) -> str:
     for cell in cells:
         tokens = known_tokens(cell)
         train = "no training (evaluates the base)" if tokens == 0 else f"train on {tokens_text(tokens)} tokens"
-        lines.append(f"cell {cell.name}: base {cell.base}, data {cell.data}, seed {cell.seed}; {train}")
+        if cell.experiment_level:
+            lines.append(f"cell {cell.name}: experiment-level, the style ceiling: {cell.base}'s second sample "
+                         "scored against its reference replies")
+        else:
+            lines.append(f"cell {cell.name}: base {cell.base}, data {cell.data}, seed {cell.seed}; {train}")
         for s in cell.stages:
             lines.append(f"  {state[s.id]:<8} {s.name:<20} {s.fingerprint}")
             if commands:
                 lines.append(f"           $ {C.shell_line(s.command)}")
     counts = collections.Counter(state.values())
-    tokens = [known_tokens(c) for c in cells]
+    grid = [c for c in cells if not c.experiment_level]
+    tokens = [known_tokens(c) for c in grid]
     trained = [t for t in tokens if t != 0]
     total = "?" if None in tokens else tokens_text(sum(trained))
-    lines.append(f"{len(cells)} cells, {len(state)} stages: " + ", ".join(
+    lines.append(f"{len(grid)} cells, {len(state)} stages: " + ", ".join(
         f"{counts.get(k, 0)} {k}" for k in ("done", "pending", "partial", "stale")) +
         f"; {len(trained)} cells train, {total} imitation tokens in all")
     return "\n".join(lines)

@@ -14,6 +14,9 @@ An experiment config (`configs/experiments/*.py`, ml_collections) has:
   `flags` (extra flags of that evaluation's binary, e.g. limit=100);
 - `reference.file` / `reference.name`: the held-out prompts with the target's replies
   (a build's eval_prompts.jsonl) that style, judge and heldout_loss compare against;
+- `reference.second_sample` (optional): the target's second reply to the same prompts (a
+  JSONL eval/style.py reads as --answers); adds the experiment-level stage `target/eval_style`,
+  the ceiling of style convergence;
 - `cells.<cell>`: `base`, `data`, `seed` and `train` (the cell's full training config,
   loaded from its base's `train_config`; the runner sets init_from, data.train_file and
   seed). `add_cells` fills the grid; `--config.cells.<cell>.train.learning_rate=...`
@@ -42,7 +45,7 @@ def new_experiment(name: str) -> ml_collections.ConfigDict:
     c.bases = ml_collections.ConfigDict()
     c.datasets = ml_collections.ConfigDict()
     c.evals = ml_collections.ConfigDict()
-    c.reference = ml_collections.ConfigDict({"file": "", "name": "target"})
+    c.reference = ml_collections.ConfigDict({"file": "", "name": "target", "second_sample": ""})
     c.cells = ml_collections.ConfigDict()
     return c
 
@@ -134,6 +137,9 @@ def validate(c) -> None:
         if e.kind in REFERENCE_EVALS and not c.reference.file:
             raise ValueError(f"config.evals.{name} ({e.kind}) needs config.reference.file: held-out prompts "
                              "with the target's replies (a build's eval_prompts.jsonl)")
+    if c.reference.get("second_sample", "") and not c.reference.file:
+        raise ValueError("config.reference.second_sample needs config.reference.file: the target's first replies "
+                         "to the same held-out prompts, which the second sample is scored against")
     for name, cell in c.cells.items():
         if cell.base not in c.bases:
             raise ValueError(f"config.cells.{name}.base: {cell.base!r} is not one of config.bases "

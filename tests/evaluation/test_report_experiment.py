@@ -12,6 +12,9 @@ import pytest
 
 from easylm_imitate.evaluation import bootstrap, report_html, style
 from easylm_imitate.evaluation.results import make_failed_results, make_results, write_results
+from easylm_imitate.experiment import spec
+from easylm_imitate.experiment.fingerprint import ContentHashes
+from easylm_imitate.experiment.plan import ceiling_cell
 
 REPO = Path(__file__).resolve().parents[2]
 BASES = {"tiny_a": 1e8, "tiny_b": 4e8}
@@ -61,7 +64,26 @@ def experiment(tmp_path_factory):
             for seed in (0, 1):
                 _cell(root, base, data, seed, tokens, rng)
         _cell(root, base, "nq_synthetic", 0, None, rng)  # local imitation: no token budget
+    _ceiling(root)
     return root
+
+
+def _ceiling(root: Path) -> None:
+    """Run the experiment-level ceiling stage the runner plans for `reference.second_sample`:
+    eval/style.py scoring the target's second sample against its first replies."""
+    prompts = [f"question {i}: explain topic {i}" for i in range(12)]
+    first = [f"Sure. Topic {i} in short:\n- point one\n- point two\nIn summary, topic {i} matters." for i in range(12)]
+    second = [f"Certainly. Topic {i}:\n- a point\n- another point\nOverall, topic {i} matters." for i in range(12)]
+    for name, replies in (("reference", first), ("second", second)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps({"id": str(i), "prompt": p, "response": r}) + "\n"
+                                                    for i, (p, r) in enumerate(zip(prompts, replies))))
+    c = spec.new_experiment("synthetic")
+    c.reference.file, c.reference.name = str(root / "reference.jsonl"), "chatgpt"
+    c.reference.second_sample = str(root / "second.jsonl")
+    c.evals.style = spec.evaluation("style", limit=10)
+    stage = ceiling_cell(c, str(root), ContentHashes(None)).stages[0]
+    run = subprocess.run(stage.command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stderr
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +188,16 @@ def test_humaneval_and_loss_statistics_match_the_evaluation():
     rows = [{"nll": 10.0, "tokens": 5}, {"nll": 2.0, "tokens": 1}]
     stat = bootstrap.STATISTICS[("heldout_loss", "loss")]
     assert stat[1](*[c[None] for c in stat[0](rows)])[0] == pytest.approx(12.0 / 6)
+
+
+def test_table2_ends_with_the_targets_second_sample_as_the_ceiling(built, experiment):
+    assert (experiment / "target" / "eval_style" / "results.json").exists()
+    table = (built[0] / "report.html").read_text().split("Table 2")[1].split("</table>")[0]
+    row = table.split("<tr class='ceiling'>")[1].split("</tr>")[0]
+    assert "<td>chatgpt (second sample)</td>" in row and "ceiling" in row
+    assert "target/eval_style/results.json" in row  # linked to the stage's results file
+    record = json.loads((experiment / "target" / "eval_style" / "results.json").read_text())
+    assert record["n"] == 10  # the cells' style settings (limit=10) apply to the ceiling too
+    value = float(re.search(r"<td class=''><a [^>]*>([0-9.]+) \[", row).group(1))
+    assert value == pytest.approx(record["metrics"][report_html.STYLE[0]], abs=1e-3)
+    assert table.index("<tr class='ceiling'>") > table.index("tiny_b")  # after every cell's row
