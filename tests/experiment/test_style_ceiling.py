@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 
+import ml_collections
+import pytest
+
 from easylm_imitate.experiment import spec
 
 FALSE_PROMISE = os.path.join(spec.REPO, "configs", "experiments", "false_promise.py")
@@ -41,3 +44,14 @@ def test_second_sample_adds_one_experiment_level_style_stage_with_its_command(tm
 def test_without_second_sample_nothing_changes(tmp_path):
     out = dry_run(tmp_path)
     assert "cell target" not in out and "24 cells, 210 stages" in out.splitlines()[-1]
+
+
+def test_second_sample_without_reference_file_names_the_field():
+    c = spec.new_experiment("x")
+    c.bases.b = spec.base("ckpt", "configs/llama_7b_imitation.py", "llama")
+    c.datasets.none = spec.dataset("none")
+    c.cells.b__none__s0 = ml_collections.ConfigDict({"base": "b", "data": "none", "seed": 0})
+    spec.validate(c)
+    c.reference.second_sample = "second.jsonl"
+    with pytest.raises(ValueError, match=r"config\.reference\.second_sample needs config\.reference\.file"):
+        spec.validate(c)
