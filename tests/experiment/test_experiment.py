@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import time
 
 import pytest
 
+from easylm_imitate.evaluation.report import HEADLINE
 from easylm_imitate.experiment import markers, spec
 from easylm_imitate.experiment.fingerprint import ContentHashes
 from easylm_imitate.experiment.launchers import statuses
@@ -20,6 +22,7 @@ from easylm_imitate.experiment.plan import build_plan
 
 REPO = spec.REPO
 FALSE_PROMISE = os.path.join(REPO, "configs", "experiments", "false_promise.py")
+STYLE_HEADLINE = HEADLINE["style"]  # Table 2's columns
 TINY = os.path.join(REPO, "tests", "experiment", "tiny_experiment.py")
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
            XLA_PYTHON_CLIENT_PREALLOCATE="false")
@@ -226,7 +229,7 @@ def test_tiny_sweep_survives_kill_9_and_a_rerun_executes_nothing(tiny_root):
     assert before["tiny__small__s0/data"] == "done" and before["tiny__small__s0/train"] == "partial"
     r = experiment(*args)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert _executed(r.stdout) == len(pending) == 9
+    assert _executed(r.stdout) == len(pending) == 19  # small s0: train, 2 evaluations, results; 3 cells x 5
     assert "start tiny__small__s0/train (resuming)" in r.stdout
     train_log = open(f"{train_dir}.log").read()
     assert "resuming from step" in train_log
@@ -251,7 +254,7 @@ def test_tiny_sweep_survives_kill_9_and_a_rerun_executes_nothing(tiny_root):
 
 
 def test_kill_9_during_an_evaluation_stage_then_rerun_runs_exactly_what_was_pending(tiny_root):
-    args = (f"--config={TINY}:{tiny_root}", f"--workdir={tiny_root / 'exp_eval_kill'}")
+    args = (f"--config={TINY}:{tiny_root},seeds=0", f"--workdir={tiny_root / 'exp_eval_kill'}")  # 2 cells
     cell = tiny_root / "exp_eval_kill" / "cells" / "tiny__small__s0"
     proc = subprocess.Popen([sys.executable, "-m", "easylm_imitate.experiment", *args], cwd=REPO, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -276,6 +279,60 @@ def test_kill_9_during_an_evaluation_stage_then_rerun_runs_exactly_what_was_pend
     assert set(plan_statuses(experiment(*args, "--dry_run").stdout).values()) == {"done"}
     style = json.load(open(cell / "eval_style" / "results.json"))
     assert style.get("status") != "failed"
+
+
+def _report(experiment_dir, out_dir) -> str:
+    """report.html of `eval/report.py --experiment=experiment_dir`, run as a user runs it."""
+    r = subprocess.run([sys.executable, os.path.join(REPO, "eval", "report.py"), f"--experiment={experiment_dir}",
+                        f"--out_dir={out_dir}", "--n_boot=200"], cwd=REPO, env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return (out_dir / "report.html").read_text()
+
+
+def _section(page: str, title: str) -> str:
+    """The HTML between heading `title` and the next <h2>."""
+    start = page.index(f"<h2>{title}</h2>")
+    end = page.find("<h2>", start + 1)
+    return page[start:end if end >= 0 else len(page)]
+
+
+def test_tiny_sweep_report_holds_the_loss_plot_and_style_table_with_seed_spread(tiny_root, tmp_path):
+    workdir = tiny_root / "exp"  # the sweep of the kill -9 test; run (or finished) here when alone
+    r = experiment(f"--config={TINY}:{tiny_root}", f"--workdir={workdir}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = tmp_path / "report"
+    page = _report(workdir, out)
+
+    # the held-out loss vs imitation tokens plot, as a PNG file and embedded as a data URI
+    plot = "plots/heldout_loss__loss__vs_tokens.png"
+    assert (out / plot).read_bytes().startswith(b"\x89PNG")
+    figures = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='([^']+)'>", page)
+    assert [alt for _, alt in figures] == [plot]  # one base size: no plot vs size
+    assert base64.b64decode(figures[0][0]) == (out / plot).read_bytes()
+    assert "4 cells" in page
+
+    # one row per budget in the loss table and in Table 2; every number is the mean over 2 seeds
+    loss = _section(page, "Benchmarks vs imitation tokens and base model size (Figure 4)")
+    style = _section(page, "Table 2: style convergence vs imitation tokens")
+    style_file = workdir / "cells" / "tiny__small__s0" / "eval_style" / "results.json"
+    numeric = [m for m in STYLE_HEADLINE if isinstance(json.load(open(style_file))["metrics"].get(m), float)]
+    assert numeric  # (a random tiny model's replies leave some style metrics undefined: shown as '-')
+    for table, metrics in ((loss, 1), (style, len(numeric))):
+        rows = re.findall(r"<tr><td>tiny</td><td>(\w+)</td><td>([^<]+)</td>(.*?)</tr>", table, re.S)
+        assert [(data, tokens) for data, tokens, _ in rows] == [("small", "2000"), ("large", "4000")]
+        for data, _, cells in rows:
+            spreads = re.findall(r"sd [^ ]+ over 2 seeds: (.*?)</span>", cells)
+            assert len(spreads) == metrics, cells
+            for spread in spreads:
+                seeds = re.findall(r"<a href='([^']+)'[^>]*>s(\d)=", spread)
+                assert [s for _, s in seeds] == ["0", "1"]
+                for href, seed in seeds:  # each seed's number links to its results file
+                    target = (out / href).resolve()
+                    assert target.is_file() and target.parent.parent.name == f"tiny__{data}__s{seed}"
+                    assert json.load(open(target))["benchmark"] in ("heldout_loss", "style")
+    assert re.findall(r"<th>([^<]+)</th>", style)[3:] == STYLE_HEADLINE
+    assert "Failed runs" not in page and "Unreadable" not in page
 
 
 # ---- --launcher=tpu: training through tpu_scripts/launch.sh, everything else here ----
@@ -328,7 +385,7 @@ esac
 
 
 def test_tpu_launcher_trains_through_launch_sh_and_evaluates_here(tiny_root, tmp_path):
-    args = (f"--config={TINY}:{tiny_root}", f"--workdir={tmp_path / 'exp'}", "--launcher=tpu",
+    args = (f"--config={TINY}:{tiny_root},seeds=0", f"--workdir={tmp_path / 'exp'}", "--launcher=tpu",
             "--tpu_name=pod1", "--tpu_zone=zone-a", "--tpu_project=proj-1", "--tpu_poll_seconds=0")
     r = subprocess.run([sys.executable, "-m", "easylm_imitate.experiment", *args], cwd=REPO,
                        env=dict(ENV, PATH=str(tmp_path / "empty")), capture_output=True, text=True)
@@ -344,8 +401,9 @@ def test_tpu_launcher_trains_through_launch_sh_and_evaluates_here(tiny_root, tmp
                        timeout=600)
     calls = (tmp_path / "gcloud_calls").read_text().splitlines()
     starts = [c for c in calls if "remote/start.sh" in c]
-    assert len(starts) == 2, calls  # one launch per training stage, on every worker, in plan order
-    for start, cell in zip(starts, ("tiny__small__s0", "tiny__large__s0")):
+    cells = ("tiny__small__s0", "tiny__large__s0")
+    assert len(starts) == len(cells), calls  # one launch per training stage, on every worker, in plan order
+    for start, cell in zip(starts, cells):
         assert "tpu-vm ssh pod1 --zone=zone-a --project=proj-1 --worker=all" in start
         assert "--config=tests/experiment/tiny_train.py" in start
         assert f"--workdir={tmp_path}/exp/cells/{cell}/train" in start and "--config.init_from=" in start
@@ -354,7 +412,7 @@ def test_tpu_launcher_trains_through_launch_sh_and_evaluates_here(tiny_root, tmp
             == markers.DONE  # worker 0 said exited:0
     assert any("status.sh" in c and "--worker=0" in c for c in calls)
     # the data and evaluation stages ran here (they fail: the fake pod wrote no checkpoint)
-    for cell in ("tiny__small__s0", "tiny__large__s0"):
+    for cell in cells:
         assert (tmp_path / "exp" / "cells" / cell / "data.done.json").exists()
         eval_log = (tmp_path / "exp" / "cells" / cell / "eval_loss.log").read_text()
         assert "easylm_imitate.experiment.heldout_loss" in eval_log
