@@ -148,7 +148,6 @@ def _gguf_cli(out) -> subprocess.Popen:
 
 
 def test_killed_gguf_conversion_is_cleaned_by_the_rerun(tmp_path):
-    pytest.importorskip("gguf")
     out = str(tmp_path / "ckpt")
     proc = _gguf_cli(out)
     deadline = time.monotonic() + 120
