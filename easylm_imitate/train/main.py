@@ -5,13 +5,16 @@ the run's latest checkpoint.
     easylm-train --config=configs/FILE.py --workdir=DIR
 
 Library INFO logs (Orbax writes one per file) are hidden unless --verbosity is given; a bad
-run prints one `error: ...` line.
+run prints one `error: ...` line (the tracebacks Orbax's threads log when a save fails go to
+WORKDIR/library_errors.log).
 """
+
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from easylm_imitate.cli_logging import quiet_logs_by_default
+from easylm_imitate.cli_logging import library_tracebacks_to, quiet_logs_by_default
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (configs/*.py).",
                                           lock_config=True)
@@ -45,6 +48,7 @@ def main(argv):
     from easylm_imitate.model_names import NameResolutionError
     from easylm_imitate.train.trainer import RUN_ERRORS, train
 
+    library_tracebacks_to(os.path.join(_WORKDIR.value, "library_errors.log"))
     try:
         result = train(_CONFIG.value, _WORKDIR.value)
     except (*RUN_ERRORS, NameResolutionError) as e:  # says what and where: one line, no traceback

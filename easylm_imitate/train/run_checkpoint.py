@@ -80,6 +80,7 @@ class RunCheckpointManager(ocp.CheckpointManager):
     def __init__(self, directory: str, options: ocp.CheckpointManagerOptions, keep_good: _KeepGood):
         self._keep_good = keep_good
         self._pending: int | None = None
+        self._last_started: int | None = None
         super().__init__(directory, options=options, item_names=ITEMS)
 
     def step_path(self, step: int) -> str:
@@ -103,19 +104,20 @@ class RunCheckpointManager(ocp.CheckpointManager):
         except CheckpointError:
             raise
         except Exception as e:  # any failure to write: say where and why
-            raise CheckpointError(f"checkpoint save failed: {cause_of(e)}: {self.step_path(step)}") from e
+            raise self._save_failed(e, step) from e
         if started:
-            self._pending = step
+            self._pending = self._last_started = step
         return started
 
     def wait_until_finished(self) -> None:
-        """Wait for the pending save; CheckpointError naming its directory when it failed."""
+        """Wait for the pending save; CheckpointError naming its directory when it failed,
+        whichever of Orbax's threads holds the error (the finalizer or the async writer)."""
         pending, self._pending = self._pending, None
         try:
             super().wait_until_finished()
+            self.check_for_errors()  # an error the finalizer did not see is raised here, once
         except Exception as e:
-            where = self.step_path(pending) if pending is not None else os.fspath(self.directory)
-            raise CheckpointError(f"checkpoint save failed: {cause_of(e)}: {where}") from e
+            raise self._save_failed(e, pending) from e
         if pending is not None:
             self.mark_good(pending)
 
@@ -123,6 +125,24 @@ class RunCheckpointManager(ocp.CheckpointManager):
         """Raise now if the last asynchronous save has finished and failed (cheap; call each step)."""
         if self._pending is not None and not self.is_saving_in_progress():
             self.wait_until_finished()
+
+    def close(self, quiet: bool = False) -> None:
+        """Wait for the last save and release Orbax's threads; CheckpointError naming the step
+        directory when that save failed. `quiet`: report nothing (an error already on its way
+        says what went wrong, and cleanup must not replace it)."""
+        try:
+            super().close()
+        except CheckpointError:
+            if not quiet:
+                raise
+        except Exception as e:
+            if not quiet:
+                raise self._save_failed(e, None) from e
+
+    def _save_failed(self, exc: BaseException, step: int | None) -> CheckpointError:
+        step = self._last_started if step is None else step
+        where = self.step_path(step) if step is not None else os.fspath(self.directory)
+        return CheckpointError(f"checkpoint save failed: {cause_of(exc)}: {where}")
 
 
 def manager(workdir: str, save_every_steps: int = 1, keep: int | None = None,

@@ -248,8 +248,9 @@ def _train(config, workdir: str, log) -> TrainResult:
             evaluate(step)
     finally:
         bar.close()
-        mgr.wait_until_finished()
-        mgr.close()
-        logger.close()
-        stop.restore()
+        try:  # waits for the last save; a failure already on its way is the one reported
+            mgr.close(quiet=sys.exc_info()[1] is not None)
+        finally:
+            logger.close()
+            stop.restore()
     return TrainResult(step, logger.history, interrupted)
