@@ -7,7 +7,7 @@ from typing import Literal
 
 Arch = Literal["llama", "gpt2"]
 REMAT_POLICIES = ("none", "full", "save_dots", "save_dots_no_batch")
-ATTENTION_IMPLS = ("xla", "dot_product", "cudnn")
+ATTENTION_IMPLS = ("xla", "dot_product", "cudnn", "splash", "auto")
 DTYPES = ("float32", "bfloat16")
 
 
