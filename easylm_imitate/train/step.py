@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from easylm_imitate.train import distill
+
 
 class TrainState(NamedTuple):
     """Everything a step updates: float32 parameters, optimizer state, step counter."""
@@ -35,7 +37,8 @@ def loss_terms(graphdef, params, batch) -> tuple[jax.Array, dict]:
     target_logits = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
     correct = (target_logits >= jnp.max(logits, axis=-1)).astype(jnp.float32)
     loss_sum = jnp.sum(losses * weights)
-    return loss_sum, {"loss_sum": loss_sum, "count": jnp.sum(weights), "correct": jnp.sum(correct * weights)}
+    sums = {"loss_sum": loss_sum, "count": jnp.sum(weights), "correct": jnp.sum(correct * weights)}
+    return distill.add_term(loss_sum, sums, logits, batch)  # + alpha x KL to the target (config.distill)
 
 
 @jax.custom_vjp
@@ -88,7 +91,7 @@ def summed_grads(graphdef, params, batch, accum: int):
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     zero_sums = {"loss_sum": 0.0, "count": 0.0, "correct": 0.0}
-    zero_sums = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), zero_sums)
+    zero_sums = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), {**zero_sums, **distill.zero_sums(batch)})
     (grads, sums), _ = jax.lax.scan(body, (zeros, zero_sums), _split_micro(batch, accum))
     return grads, sums
 
@@ -116,6 +119,7 @@ def train_step(graphdef, optimizer: optax.GradientTransformation, schedule, accu
         "grad_norm": grad_norm,
         "learning_rate": schedule(state.step),
         "nonfinite": 1.0 - finite.astype(jnp.float32),
+        **distill.metrics(sums),
     }
     return TrainState(params, opt_state, state.step + 1), metrics
 
