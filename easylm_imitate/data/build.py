@@ -2,10 +2,12 @@
 
     python -m easylm_imitate.data.build --config=configs/data/sharegpt_mix.py --out=DIR
     python -m easylm_imitate.data.build --input=sharegpt:FILE --input=hc3:FILE --out=DIR \\
-        --tokenizer=TOKENIZER_DIR --token_budgets=300K,20M
+        --tokenizer=TOKENIZER_DIR --token_budgets=300K,20M --decontaminate=humaneval,mmlu,nq,items.jsonl
 
 Writes train.jsonl (+ train_<BUDGET>.jsonl), eval_prompts.jsonl, rejects.jsonl and
 report.json into --out and prints a summary; each stage shows a progress bar on stderr.
+--decontaminate drops conversations sharing a 13-word n-gram with a benchmark item (to
+rejects.jsonl, with the benchmark, item and n-gram; counts in report.json).
 --tokenizer takes a shipped name (smollm2-135m-instruct), a directory, a .gguf file, a
 checkpoint or run directory, or a hub id (see easylm_imitate/model_names.py). Bad input is
 one `error: ...` line on stderr and exit status 1. Settings: easylm_imitate/data/build_config.py.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -22,6 +25,7 @@ from ml_collections import config_flags
 from easylm_imitate.cli_logging import quiet_logs_by_default
 from easylm_imitate.data import building
 from easylm_imitate.data import clean as clean_lib
+from easylm_imitate.data import decontaminate
 from easylm_imitate.data.build_config import default_config
 from easylm_imitate.data.pipeline import Options, SourceSpec, parse_budgets
 from easylm_imitate.data.progress import stderr_bars
@@ -46,13 +50,17 @@ flags.DEFINE_integer("eval_prompts", None, "Held-out eval prompts to draw (overr
 flags.DEFINE_integer("max_records", None, "Read at most this many rows per source (0 = all).")
 flags.DEFINE_integer("block_length", None, "Split conversations longer than this many tokens.")
 flags.DEFINE_string("languages", None, "Languages kept (comma-separated ISO codes; empty keeps all).")
+flags.DEFINE_string("decontaminate", None, "Drop conversations sharing an n-gram with these benchmarks' items "
+                    "(comma-separated): humaneval, mmlu, nq (or NAME:SOURCE, SOURCE as the eval binaries' "
+                    "--data: a directory/file, hf:NAME), or a JSONL/text FILE of items.")
+flags.DEFINE_integer("decontaminate_ngram", None, "N-gram length in words for --decontaminate (default 13).")
 FLAGS = flags.FLAGS
 
 
 def _apply_flags(config) -> None:
     """Top-level convenience flags override the config where given."""
     for name in ("seed", "token_budgets", "tokenizer", "template", "token_counter", "max_records",
-                 "block_length", "languages"):
+                 "block_length", "languages", "decontaminate", "decontaminate_ngram"):
         if FLAGS[name].present:
             config[name] = FLAGS[name].value
     if FLAGS["eval_prompts"].present:
@@ -130,10 +138,16 @@ def main(argv) -> None:
         options = options_from(config)
         building.validate(sources, options)
         counter = counter_from(config)
+        index = None
+        if config.decontaminate:
+            started = time.perf_counter()
+            index = decontaminate.load_index(config.decontaminate, int(config.decontaminate_ngram),
+                                             log=lambda m: print(m, flush=True))
+            print(f"decontaminate: loaded in {time.perf_counter() - started:.1f}s", flush=True)
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: {e}".splitlines()[0]) from None
     report = building.build(sources, options, counter, FLAGS.out, log=lambda m: print(m, flush=True),
-                            progress=stderr_bars)
+                            progress=stderr_bars, decontaminate=index)
     print()
     print(building.summary(report))
     timings = report.get("_timings_s", {})

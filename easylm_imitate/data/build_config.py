@@ -59,6 +59,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.languages = "en"  # comma-separated ISO 639-1 codes kept (py3langid, offline); "" keeps all
     c.dedup = "source"  # source | global | off: drop repeated normalised first user queries
     c.blocked_phrases = ""  # off; "default" (as an AI language model, ...) or "phrase|phrase"
+    # Benchmarks to decontaminate against ("" = off): humaneval, mmlu, nq (NAME:SOURCE for another
+    # source, as the eval binaries take it) or a JSONL/text FILE of items; comma-separated. A
+    # conversation whose user or assistant text shares a decontaminate_ngram-word n-gram
+    # (lower case, punctuation deleted) with an item goes to rejects.jsonl (see data/decontaminate.py).
+    c.decontaminate = ""
+    c.decontaminate_ngram = 13  # n-gram length in words (13: GPT-3 and lm-eval's decontamination)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_prompts = 255  # held-out prompts with the target's reference reply

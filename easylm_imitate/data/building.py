@@ -21,6 +21,7 @@ import numpy as np
 
 from easylm_imitate.data import pipeline as P
 from easylm_imitate.data.bleu import query_diversity
+from easylm_imitate.data.decontaminate import NgramIndex, decontaminate_step
 from easylm_imitate.data.progress import Progress, no_bars, track
 from easylm_imitate.data.readers import KINDS
 from easylm_imitate.data.tokens import TokenCounter
@@ -52,10 +53,13 @@ def validate(sources: Sequence[P.SourceSpec], options: P.Options) -> None:
 
 
 def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCounter, out_dir: str,
-          log: Callable[[str], None] = print, progress: Progress = no_bars) -> dict:
+          log: Callable[[str], None] = print, progress: Progress = no_bars,
+          decontaminate: NgramIndex | None = None) -> dict:
     """Build the dataset from `sources` into `out_dir`; returns the report (also report.json).
 
-    `log` gets a line per source read; `progress` makes a bar per stage (see data.progress).
+    `log` gets a line per source read; `progress` makes a bar per stage (see data.progress);
+    `decontaminate` (data.decontaminate.load_index) drops conversations sharing an n-gram with
+    a benchmark item, before eval prompts are held out.
     """
     validate(sources, options)
     names = [s.name for s in sources]
@@ -94,6 +98,11 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
     convs = P.blocked_step(convs, options.blocked_phrases, ledger, progress)
     ledger.record_step("blocked", convs, counter)
     lap("dedup+blocked")
+    decontamination = None
+    if decontaminate is not None:
+        convs, decontamination = decontaminate_step(convs, decontaminate, ledger, progress)
+        ledger.record_step("decontaminated", convs, counter)
+        lap("decontaminate")
 
     index, owners, firsts = P.build_query_index(convs, progress)
     lap("bleu_index")
@@ -169,8 +178,9 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
             "records_rejected": rejected_records, "records_train": len(train_convs), "records_eval": len(evals),
             "balanced": parsed == rejected_records + len(train_convs) + len(evals),
         },
-        "steps": {step: ledger.steps[step] for step in P.STEPS if step in ledger.steps},
+        "steps": dict(ledger.steps),  # in the order the steps ran
         "drops": ledger.drops(),
+        **({"decontamination": decontamination} if decontamination is not None else {}),
         "cleaning_events": {s: dict(sorted(ledger.events[s].items())) for s in names},
         "turns_per_conversation": P.turn_stats(train_convs),
         "pieces": {"count": len(pieces), "split_conversations": sum(1 for p in pieces if p.meta.get("part") == 1),
@@ -220,6 +230,14 @@ def summary(report: dict) -> str:
         lines += ["", "drops per reason"]
         for code, per in report["drops"].items():
             lines.append(f"  {code:<22} {sum(per.values()):>7}  " + ", ".join(f"{s} {n}" for s, n in per.items()))
+    dec = report.get("decontamination")
+    if dec is not None:
+        lines += ["", f"decontamination ({dec['ngram']}-word n-grams): {dec['records_dropped']} records dropped"]
+        for name, b in dec["benchmarks"].items():
+            lines.append(f"  {name}: {b['items']} items, dropped {b['records_dropped']} "
+                         f"(overlapping {b['records_overlapping']})"
+                         + (f"; {b['items_shorter_than_ngram']} items too short to match"
+                            if b["items_shorter_than_ngram"] else ""))
     t = report["turns_per_conversation"]
     if t.get("conversations"):
         lines += ["", f"turns per training conversation: mean {t['mean']}, median {t['median']}, max {t['max']} "
