@@ -24,7 +24,6 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -35,17 +34,23 @@ import time
 import openai
 from tqdm.auto import tqdm
 
+from easylm_imitate.imitation.cost import (Budget, BudgetExhausted, Prices, completion_tokens_estimate,
+                                           prompt_tokens_estimate, worst_cost)
 from easylm_imitate.imitation.journal import BUSY, CLAIMED, DONE, Journal, owner_id
 from easylm_imitate.imitation.ratelimit import RateLimiter
 from easylm_imitate.imitation.retry import FatalAPIError, MalformedResponse, backoff_delay, classify
 
-__all__ = ["ChatClient", "ChatResult", "FatalAPIError", "api_key_from_env", "normalize_request", "request_key"]
+__all__ = ["BudgetExhausted", "ChatClient", "ChatResult", "FatalAPIError", "api_key_from_env", "normalize_request",
+           "request_key"]
 
-REQUEST_FIELDS = ("messages", "temperature", "max_tokens", "n", "seed", "top_p", "stop")
+MAYBE_BILLED = ("timeout", "connection", "malformed")  # failures after which the server may have billed
+
+REQUEST_FIELDS = ("messages", "temperature", "max_tokens", "n", "seed", "top_p", "stop", "logprobs", "top_logprobs")
 _FLOAT_FIELDS = ("temperature", "top_p")
-_INT_FIELDS = ("max_tokens", "n", "seed")
+_INT_FIELDS = ("max_tokens", "n", "seed", "top_logprobs")
+MAX_TOP_LOGPROBS = 20  # the OpenAI API's limit
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_COMPLETION_GUESS = 512  # tokens assumed per choice for the TPM limit when max_tokens is unset
+BUDGET_ERROR = "budget: not sent, --max_cost would be exceeded"
 
 
 @dataclasses.dataclass
@@ -59,6 +64,8 @@ class ChatResult:
     error: why the request failed after all retries, else None.
     finish_reasons: one per choice ("stop", "length", ...).
     from_journal: True when the answer was read from the journal rather than the server.
+    logprobs: when the request asked for logprobs, one entry per choice: the OpenAI
+        `choices[i].logprobs.content` list as JSON ([{"token", "logprob", "bytes", "top_logprobs"}, ...]).
     """
 
     key: str
@@ -68,6 +75,7 @@ class ChatResult:
     error: str | None = None
     finish_reasons: list = dataclasses.field(default_factory=list)
     from_journal: bool = False
+    logprobs: list | None = None
 
 
 def api_key_from_env(var: str | None = "OPENAI_API_KEY") -> str | None:
@@ -81,7 +89,8 @@ def normalize_request(request: dict) -> dict:
     """Validate a chat request and return its canonical form (what is sent and hashed).
 
     Allowed keys: messages (list of {"role", "content"}), temperature, max_tokens, n, seed, top_p,
-    stop. None values are dropped, n=1 is dropped (it is the default), numbers get one type.
+    stop, logprobs, top_logprobs (0-20; sets logprobs). None values are dropped, n=1 and
+    logprobs=False are dropped (the defaults), numbers get one type.
     """
     if not isinstance(request, dict):
         raise TypeError(f"a chat request must be a dict, got {type(request).__name__}")
@@ -106,6 +115,11 @@ def normalize_request(request: dict) -> dict:
         elif field in _INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"chat request field '{field}' must be an integer, got {value!r}")
+        elif field == "logprobs":
+            if not isinstance(value, bool):
+                raise ValueError(f"chat request field 'logprobs' must be true or false, got {value!r}")
+            if not value:
+                continue
         elif field == "stop":
             if isinstance(value, str):
                 value = [value]
@@ -116,6 +130,11 @@ def normalize_request(request: dict) -> dict:
         raise ValueError("chat request field 'n' must be at least 1")
     if out.get("n") == 1:
         del out["n"]
+    if "top_logprobs" in out:
+        if not 0 <= out["top_logprobs"] <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"chat request field 'top_logprobs' must be in [0, {MAX_TOP_LOGPROBS}], "
+                             f"got {out['top_logprobs']}")
+        out["logprobs"] = True
     return out
 
 
@@ -127,8 +146,7 @@ def request_key(model: str, request: dict) -> str:
 
 
 def _estimate_tokens(request: dict) -> float:
-    chars = sum(len(m["content"]) for m in request["messages"])
-    return math.ceil(chars / 4) + request.get("n", 1) * request.get("max_tokens", _COMPLETION_GUESS)
+    return prompt_tokens_estimate(request) + completion_tokens_estimate(request)
 
 
 class ChatClient:
@@ -139,14 +157,17 @@ class ChatClient:
                  tokens_per_minute: float | None = None, max_retries: int = 8, timeout: float = 120.0,
                  price_per_1k_prompt: float = 0.0, price_per_1k_completion: float = 0.0, progress: bool = True,
                  backoff_base: float = 1.0, backoff_max: float = 60.0, seed: int | None = None,
-                 lease_seconds: float = 60.0):
+                 lease_seconds: float = 60.0, batch_discount: float = 0.5, max_cost: float | None = None):
         """Connect to `base_url` (e.g. http://host:8000/v1) for `model`.
 
         journal: sqlite file recording every request (None: in memory, nothing survives the process).
         max_in_flight: most HTTP requests outstanding at once.
         requests_per_minute / tokens_per_minute: rate limits (None: unlimited).
         max_retries: retries per request after the first try; timeout: seconds per try.
-        price_per_1k_*: for the cost in `stats()`.
+        price_per_1k_*: for the cost in `stats()` (batch answers at `batch_discount` times that).
+        max_cost: USD cap over everything the journal records as billed (see `cost.Budget`): no
+        request goes out whose worst case would cross it; `chat` then raises BudgetExhausted once
+        the requests in flight are settled. Requests need max_tokens when it is set.
         backoff_base / backoff_max: exponential backoff (seconds) when no Retry-After is given.
         seed: seeds the backoff jitter (None: random).
         lease_seconds: how long a claim on a request in flight lasts unless renewed (renewed every
@@ -160,16 +181,17 @@ class ChatClient:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
         self.base_url, self.model = base_url, model
         self.max_in_flight, self.max_retries = max_in_flight, max_retries
-        self.prices = (price_per_1k_prompt, price_per_1k_completion)
+        self.prices = Prices(price_per_1k_prompt, price_per_1k_completion, batch_discount)
         self.progress = progress
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self._rng = random.Random(seed)
         self.journal = Journal(journal)
+        self.budget = Budget.from_journal(self.journal, self.prices, max_cost)
         self.lease_seconds = lease_seconds
         self._owner = owner_id()
         self._limits = (requests_per_minute, tokens_per_minute)
         self._stats = {"requests": 0, "from_journal": 0, "sent": 0, "succeeded": 0, "failed": 0, "retries": 0,
-                       "prompt_tokens": 0, "completion_tokens": 0, "errors": {}}
+                       "prompt_tokens": 0, "completion_tokens": 0, "errors": {}, "cost": 0.0}
         self._pause_until = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="chat-client", daemon=True)
@@ -182,23 +204,48 @@ class ChatClient:
 
     # ---- public API ---------------------------------------------------------------------------
     def chat(self, requests: list[dict]) -> list[ChatResult]:
-        """Answer every request (results in request order); see the module docstring."""
+        """Answer every request (results in request order); see the module docstring.
+
+        Raises BudgetExhausted (after every request in flight has settled) when `max_cost` kept
+        some request from being sent.
+        """
         if self._closed:
             raise RuntimeError("ChatClient is closed")
         normalized = [normalize_request(r) for r in requests]
         keys = [request_key(self.model, r) for r in normalized]
+        if self.budget.max_cost is not None:
+            for r in normalized:
+                worst_cost(r, self.prices)  # ValueError now, not mid-run, when a request has no max_tokens
         future = asyncio.run_coroutine_threadsafe(self._chat(normalized, keys), self._loop)
         try:
-            return future.result()
+            results = future.result()
         except BaseException:
             future.cancel()
             raise
+        if any(r.error == BUDGET_ERROR for r in results):
+            raise BudgetExhausted(self.budget.stop_message())
+        return results
+
+    def answered(self, requests: list[dict]) -> int:
+        """How many of `requests` the journal already answers (sending nothing)."""
+        keys = [request_key(self.model, normalize_request(r)) for r in requests]
+        return len(self.journal.get_many(keys))
+
+    def count_success(self, usage: dict, channel: str = "live") -> None:
+        """Add a billed answer's API-reported usage to `stats()` (tokens and cost)."""
+        self._stats["succeeded"] += 1
+        self._stats["prompt_tokens"] += usage["prompt_tokens"]
+        self._stats["completion_tokens"] += usage["completion_tokens"]
+        self._stats["cost"] += self.prices.cost(usage["prompt_tokens"], usage["completion_tokens"], channel)
 
     def stats(self) -> dict:
         """Counts so far: requests, from_journal, sent (HTTP attempts), succeeded, failed, retries,
-        errors by kind, prompt/completion tokens paid for by this client, and cost."""
+        errors by kind, prompt/completion tokens paid for by this client (as the API reported them),
+        cost (USD of that usage), and journal_spent (USD over the whole journal, earlier runs and
+        possibly-billed timeouts included)."""
         out = json.loads(json.dumps(self._stats))
-        out["cost"] = (out["prompt_tokens"] * self.prices[0] + out["completion_tokens"] * self.prices[1]) / 1000.0
+        out["cost"] = round(out["cost"], 6)
+        out["journal_spent"] = round(self.budget.spent, 6)
         return out
 
     def close(self) -> None:
@@ -245,7 +292,7 @@ class ChatClient:
             if key in known:
                 entry = known[key]
                 results[i] = ChatResult(key, requests[i], entry["texts"], entry["usage"], None,
-                                        entry["finish_reasons"], from_journal=True)
+                                        entry["finish_reasons"], from_journal=True, logprobs=entry["logprobs"])
                 self._stats["from_journal"] += 1
             else:
                 pending.setdefault(key, []).append(i)
@@ -288,7 +335,7 @@ class ChatClient:
         While another process holds the claim, wait (polling) until it is answered, released or
         its lease runs out; an answer found in the journal is returned without sending.
         """
-        attempt, claimed, polls = 0, False, 0
+        attempt, claimed, polls, worst = 0, False, 0, 0.0
         try:
             while True:
                 estimate = _estimate_tokens(request)
@@ -297,14 +344,22 @@ class ChatClient:
                 async with self._sem:
                     await self._wait_out_pause()
                     state = CLAIMED if claimed else self.journal.claim(key, self._owner, self.lease_seconds)
+                    if state == CLAIMED:
+                        claimed = True
+                        worst = worst_cost(request, self.prices) if self.budget.max_cost is not None else 0.0
+                        if not await self._reserve(worst):
+                            worst = 0.0
+                            self._limiter.refund(estimate)
+                            return ChatResult(key, request, [], {"prompt_tokens": 0, "completion_tokens": 0},
+                                              BUDGET_ERROR)
                     if state != CLAIMED:
                         self._limiter.refund(estimate)
                     else:
-                        claimed = True
                         self._stats["sent"] += 1
                         try:
                             response = await self._openai.chat.completions.create(model=self.model, **request)
-                            texts, usage, finish = _unpack(response, request.get("n", 1))
+                            texts, usage, finish, logprobs = _unpack(response, request.get("n", 1),
+                                                                     request.get("logprobs", False))
                             failure = None
                         except Exception as e:  # classify() re-raises what it does not recognise
                             failure = classify(e)
@@ -312,19 +367,25 @@ class ChatClient:
                     entry = self.journal.get_many([key])[key]
                     self._stats["from_journal"] += 1
                     return ChatResult(key, request, entry["texts"], entry["usage"], None, entry["finish_reasons"],
-                                      from_journal=True)
+                                      from_journal=True, logprobs=entry["logprobs"])
                 if state == BUSY:  # another process is sending it
                     await asyncio.sleep(min(self.lease_seconds / 3, 0.05 * 2 ** min(polls, 5)))
                     polls += 1
                     continue
                 if failure is None:
                     self._limiter.settle(estimate, usage["prompt_tokens"] + usage["completion_tokens"])
-                    self.journal.put_success(key, self.model, request, texts, usage, finish)  # drops the claim
+                    self.journal.put_success(key, self.model, request, texts, usage, finish, logprobs)  # drops the claim
                     claimed = False
-                    self._stats["succeeded"] += 1
-                    self._stats["prompt_tokens"] += usage["prompt_tokens"]
-                    self._stats["completion_tokens"] += usage["completion_tokens"]
-                    return ChatResult(key, request, texts, usage, None, finish)
+                    self.budget.settle(worst, self.prices.cost(usage["prompt_tokens"], usage["completion_tokens"]))
+                    self.count_success(usage)
+                    return ChatResult(key, request, texts, usage, None, finish, logprobs=logprobs)
+                if failure.kind in MAYBE_BILLED:  # the server may have done (and billed) the work
+                    if worst:
+                        self.journal.add_charge(key, worst, failure.kind)
+                    self.budget.settle(worst, worst)
+                else:
+                    self.budget.settle(worst, 0.0)
+                worst = 0.0
                 delay, error = self._after_failure(key, request, failure, attempt)
                 if error is not None:
                     return ChatResult(key, request, [], {"prompt_tokens": 0, "completion_tokens": 0}, error)
@@ -333,6 +394,15 @@ class ChatClient:
         finally:
             if claimed:
                 self.journal.release(key, self._owner)
+
+    async def _reserve(self, worst: float) -> bool:
+        """Reserve `worst` in the budget, waiting while requests in flight may still settle below
+        their worst case; False when the cap refuses it with nothing left in flight."""
+        while not self.budget.reserve(worst):
+            if self.budget.reserved <= 0:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     def _after_failure(self, key: str, request: dict, failure, attempt: int) -> tuple[float, str | None]:
         """Count a failed try: (delay before the next, None), or (0, error) when it was the last
@@ -356,8 +426,9 @@ class ChatClient:
         return delay, None
 
 
-def _unpack(response, n: int) -> tuple[list[str], dict, list]:
-    """texts, usage and finish reasons of a completion; MalformedResponse if it is unusable."""
+def _unpack(response, n: int, want_logprobs: bool = False) -> tuple[list[str], dict, list, list | None]:
+    """texts, usage, finish reasons and (when asked for) per-choice logprobs content of a completion;
+    MalformedResponse if it is unusable (logprobs asked for but missing included)."""
     choices = sorted(getattr(response, "choices", None) or [], key=lambda c: c.index or 0)
     if len(choices) != n:
         raise MalformedResponse(f"expected {n} choice(s), got {len(choices)}")
@@ -369,7 +440,25 @@ def _unpack(response, n: int) -> tuple[list[str], dict, list]:
         if _LONE_SURROGATE.search(text):  # JSON can carry "\ud800"; no journal or output file can
             raise MalformedResponse(f"choice {c.index} holds a lone surrogate (text that is not valid Unicode)")
         texts.append(text)
+    logprobs = [_logprobs_content(c) for c in choices] if want_logprobs else None
     usage = getattr(response, "usage", None)
     usage = {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
              "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
-    return texts, usage, [c.finish_reason for c in choices]
+    return texts, usage, [c.finish_reason for c in choices], logprobs
+
+
+def _logprobs_content(choice) -> list[dict]:
+    """`choice.logprobs.content` as plain JSON: [{"token", "logprob", "bytes", "top_logprobs": [...]}, ...]."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if content is None:
+        raise MalformedResponse(f"choice {choice.index} has no logprobs although they were asked for")
+    out = []
+    for t in content:
+        entry = {"token": t.token, "logprob": float(t.logprob), "bytes": t.bytes,
+                 "top_logprobs": [{"token": a.token, "logprob": float(a.logprob), "bytes": a.bytes}
+                                  for a in (t.top_logprobs or [])]}
+        if _LONE_SURROGATE.search(entry["token"]) or any(_LONE_SURROGATE.search(a["token"])
+                                                         for a in entry["top_logprobs"]):
+            raise MalformedResponse(f"choice {choice.index} logprobs hold a lone surrogate")
+        out.append(entry)
+    return out

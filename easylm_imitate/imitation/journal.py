@@ -8,6 +8,11 @@ A request in flight is *claimed*: a lease row (key, owner, expiry) taken in one 
 transaction, so of several processes sharing a journal only one sends each request. The owner
 renews its leases while it works and drops them when done. A lease whose expiry has passed, or
 whose owner is a process of this host that no longer exists, is taken over.
+
+Batch jobs (`--batch_api`) are journaled too: the intent (state "uploading" with its request
+keys) before the upload, then the input file id, "creating" before the batch is created, the batch
+id once it is, and the output/error file ids once it ends, so a rerun re-attaches to the job.
+`charges` holds costs that may have been billed without an answer reaching us (timeouts).
 """
 
 from __future__ import annotations
@@ -30,7 +35,17 @@ CREATE TABLE IF NOT EXISTS failures (
     attempts INTEGER NOT NULL, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    job INTEGER PRIMARY KEY, tag TEXT NOT NULL, state TEXT NOT NULL, keys TEXT NOT NULL,
+    input_file_id TEXT, batch_id TEXT, output_file_id TEXT, error_file_id TEXT, worst_cost REAL NOT NULL,
+    updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS charges (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, cost REAL NOT NULL, reason TEXT NOT NULL, created REAL NOT NULL);
 """
+# Columns added after the first release; an older journal gets them on open (NULL: none / live).
+_ADDED_COLUMNS = (("responses", "logprobs", "TEXT"), ("responses", "channel", "TEXT"))
+_JOB_FIELDS = ("job", "tag", "state", "keys", "input_file_id", "batch_id", "output_file_id", "error_file_id",
+               "worst_cost")
 
 CLAIMED, BUSY, DONE = "claimed", "busy", "done"
 
@@ -85,32 +100,46 @@ class Journal:
                     raise sqlite3.OperationalError(f"could not switch to WAL mode (got {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            for table, column, kind in _ADDED_COLUMNS:
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    try:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as e:  # another process added it first
+                        if "duplicate column" not in str(e):
+                            raise
         except sqlite3.DatabaseError as e:
             raise RuntimeError(f"{self.path}: not a usable journal ({e})") from e
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
-        """key -> {"request", "texts", "usage", "finish_reasons"} for the keys already answered."""
+        """key -> {"request", "texts", "usage", "finish_reasons", "logprobs", "channel"} for the keys
+        already answered (logprobs: one entry per choice, or None when not asked for)."""
         keys = list(dict.fromkeys(keys))
         found = {}
         with self._lock:
             for start in range(0, len(keys), 500):
                 chunk = keys[start:start + 500]
                 rows = self._db.execute(
-                    f"SELECT key, request, texts, usage, finish_reasons FROM responses WHERE key IN "
+                    f"SELECT {_ENTRY_COLUMNS} FROM responses WHERE key IN "
                     f"({','.join('?' * len(chunk))})", chunk).fetchall()
-                for key, request, texts, usage, finish in rows:
-                    found[key] = {"request": json.loads(request), "texts": json.loads(texts),
-                                  "usage": json.loads(usage), "finish_reasons": json.loads(finish)}
+                for row in rows:
+                    found[row[0]] = _entry(row)
         return found
 
     def put_success(self, key: str, model: str, request: dict, texts: list[str], usage: dict,
-                    finish_reasons: list[str | None]) -> None:
-        """Durably record a successful response (committed when this returns)."""
+                    finish_reasons: list[str | None], logprobs: list | None = None, channel: str = "live") -> None:
+        """Durably record a successful response (committed when this returns).
+
+        logprobs: per choice, the `choices[i].logprobs.content` list (None: not asked for);
+        channel: "live" or "batch" (what the usage was billed at).
+        """
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, model, _dumps(request), _dumps(texts), _dumps(usage), _dumps(finish_reasons), time.time()))
+                "INSERT OR REPLACE INTO responses (key, model, request, texts, usage, finish_reasons, created, "
+                "logprobs, channel) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, model, _dumps(request), _dumps(texts), _dumps(usage), _dumps(finish_reasons), time.time(),
+                 None if logprobs is None else _dumps(logprobs), channel))
             self._db.execute("DELETE FROM failures WHERE key = ?", (key,))
             self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
 
@@ -158,17 +187,69 @@ class Journal:
     def successes(self) -> Iterator[tuple[str, dict]]:
         """(key, entry) for every recorded success, oldest first."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT key, request, texts, usage, finish_reasons FROM responses ORDER BY created").fetchall()
-        for key, request, texts, usage, finish in rows:
-            yield key, {"request": json.loads(request), "texts": json.loads(texts), "usage": json.loads(usage),
-                        "finish_reasons": json.loads(finish)}
+            rows = self._db.execute(f"SELECT {_ENTRY_COLUMNS} FROM responses ORDER BY created").fetchall()
+        for row in rows:
+            yield row[0], _entry(row)
 
     def failures(self) -> list[dict]:
         """Every request whose last try failed: key, request, error, attempts."""
         with self._lock:
             rows = self._db.execute("SELECT key, request, error, attempts FROM failures ORDER BY updated").fetchall()
         return [{"key": k, "request": json.loads(r), "error": e, "attempts": a} for k, r, e, a in rows]
+
+    def add_charge(self, key: str, cost: float, reason: str) -> None:
+        """Durably record `cost` (USD) that may have been billed for `key` without an answer reaching us
+        (a timeout or a dropped connection after the server may have done the work)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT INTO charges (key, cost, reason, created) VALUES (?, ?, ?, ?)",
+                             (key, cost, reason, time.time()))
+
+    def charged(self) -> float:
+        """The sum of every `add_charge` cost."""
+        with self._lock:
+            return float(self._db.execute("SELECT COALESCE(SUM(cost), 0) FROM charges").fetchone()[0])
+
+    def usage_by_channel(self) -> dict[str, dict[str, int]]:
+        """channel -> {"prompt_tokens", "completion_tokens"} summed over every recorded success."""
+        with self._lock:
+            rows = self._db.execute("SELECT channel, usage FROM responses").fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for channel, usage in rows:
+            u, total = json.loads(usage), out.setdefault(channel or "live", {"prompt_tokens": 0, "completion_tokens": 0})
+            total["prompt_tokens"] += int(u.get("prompt_tokens", 0))
+            total["completion_tokens"] += int(u.get("completion_tokens", 0))
+        return out
+
+    # ---- batch jobs (see imitation/batch_api.py) ---------------------------------------------------
+    def new_batch_job(self, tag: str, keys: list[str], worst_cost: float) -> int:
+        """Record the intent to submit a batch of `keys` (state "uploading") before any call; returns its number."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            return self._db.execute(
+                "INSERT INTO batch_jobs (tag, state, keys, worst_cost, updated) VALUES (?, 'uploading', ?, ?, ?)",
+                (tag, _dumps(keys), worst_cost, time.time())).lastrowid
+
+    def update_batch_job(self, job: int, **fields) -> None:
+        """Set `fields` (state, input_file_id, batch_id, output_file_id, error_file_id) of batch job `job`."""
+        bad = set(fields) - set(_JOB_FIELDS[2:])
+        if bad:
+            raise ValueError(f"unknown batch job field(s) {sorted(bad)}")
+        names = sorted(fields)
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(f"UPDATE batch_jobs SET {', '.join(f'{n} = ?' for n in names)}, updated = ? WHERE job = ?",
+                             [fields[n] for n in names] + [time.time(), job])
+
+    def batch_jobs(self, open_only: bool = True) -> list[dict]:
+        """Batch jobs in submission order (open_only: those not yet "done"); keys decoded."""
+        where = " WHERE state != 'done'" if open_only else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_JOB_FIELDS)} FROM batch_jobs{where} ORDER BY job").fetchall()
+        jobs = [dict(zip(_JOB_FIELDS, row)) for row in rows]
+        for job in jobs:
+            job["keys"] = json.loads(job["keys"])
+        return jobs
 
     def __len__(self) -> int:
         with self._lock:
@@ -180,6 +261,17 @@ class Journal:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+_ENTRY_COLUMNS = "key, request, texts, usage, finish_reasons, logprobs, channel"
+
+
+def _entry(row) -> dict:
+    """A responses row (selected as _ENTRY_COLUMNS) as the dict `get_many` returns."""
+    _, request, texts, usage, finish, logprobs, channel = row
+    return {"request": json.loads(request), "texts": json.loads(texts), "usage": json.loads(usage),
+            "finish_reasons": json.loads(finish), "logprobs": None if logprobs is None else json.loads(logprobs),
+            "channel": channel or "live"}
 
 
 def _dumps(obj) -> str:
