@@ -8,6 +8,13 @@ or to fail it in one of these ways (`Fault.kind`):
 - ``slow``: wait ``delay`` seconds, then answer normally (a client with a shorter timeout gives up)
 - ``malformed``: HTTP 200 whose JSON body is cut off
 - ``drop``: headers and half a body, then the connection is closed
+
+For the lines of a batch job (``/v1/batches``) the same plan is asked per line body, with two
+more kinds (other kinds answer a line normally):
+
+- ``line_failed``: the line goes to the error file with a 500 response (not billed)
+- ``line_expired``: the line goes to the error file as ``batch_expired`` (not billed) and the
+  batch ends ``expired``
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 KINDS = ("rate_limit", "server_error", "slow", "malformed", "drop")
+LINE_KINDS = ("line_failed", "line_expired")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +37,8 @@ class Fault:
     delay: float = 1.0
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r} (expected one of {', '.join(KINDS)})")
+        if self.kind not in KINDS + LINE_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r} (expected one of {', '.join(KINDS + LINE_KINDS)})")
 
 
 @dataclasses.dataclass

@@ -6,6 +6,15 @@
     stub.request_log        # one RequestRecord per request received, in arrival order
     stub.max_concurrency    # most chat requests ever being handled at once
     stub.prompt_counts()    # Counter: last user message -> requests answered successfully
+    stub.billing            # {"live"|"batch": {"requests", "prompt_tokens", "completion_tokens"}}: what was billed
+    stub.billed_prompts()   # Counter: last user message -> times billed (live answers and batch lines)
+    stub.http_log           # (method, path) of every HTTP request, chat or not
+
+It also serves the Batch API (`/v1/files`, `/v1/batches`, see `stub_batches`), returns
+`logprobs` (with `top_logprobs` alternatives) when a request asks for them, and stops a reply at
+`max_tokens` words (finish_reason "length"). Usage counts words as tokens. A request is billed
+when the stub answers it with usage (ok, slow, and the `malformed`/`drop` faults, which did the
+work but lost the reply on the way), or when a batch line is answered.
 
 The server is FastAPI under uvicorn in a daemon thread on 127.0.0.1 (a free port by default).
 A chat request counts as in flight from its arrival until the last byte of its response is
@@ -17,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -28,9 +39,10 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from easylm_imitate.testing.faults import Fault, FaultPlan
+from easylm_imitate.testing.faults import LINE_KINDS, Fault, FaultPlan
+from easylm_imitate.testing.stub_batches import BatchStore, add_batch_routes
 
-__all__ = ["Fault", "FaultPlan", "OpenAIStub", "RequestRecord", "echo_responder"]
+__all__ = ["Fault", "FaultPlan", "OpenAIStub", "RequestRecord", "echo_responder", "stub_logprobs"]
 
 Responder = Callable[[dict], "str | list[str]"]
 _ROLES = ("system", "user", "assistant", "developer", "tool")
@@ -69,6 +81,23 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+_TOKEN = re.compile(r"\s*\S+")  # the stub's tokens: a word with the whitespace before it
+
+
+def stub_logprobs(text: str, k: int) -> list[dict]:
+    """OpenAI-style `logprobs.content` for `text`: one entry per stub token (a word with its leading
+    whitespace), a deterministic log-probability, and `k` alternatives, the sampled token first."""
+    out = []
+    for i, token in enumerate(_TOKEN.findall(text)):
+        seed = int.from_bytes(hashlib.sha256(f"{i}:{token}".encode("utf-8", "surrogatepass")).digest()[:4], "big")
+        lp = -0.01 - (seed % 1000) / 1000.0
+        alternatives = [(token, lp)] + [(f"{token}~{j}", lp - j) for j in range(1, k)]
+        out.append({"token": token, "logprob": lp, "bytes": list(token.encode("utf-8", "surrogatepass")),
+                    "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode("utf-8", "surrogatepass"))}
+                                     for t, v in alternatives[:k]]})
+    return out
+
+
 def _error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": None}}, status, headers=headers)
 
@@ -98,8 +127,13 @@ class OpenAIStub:
 
     def __init__(self, responder: Responder | None = None, faults: FaultPlan | None = None,
                  models: tuple[str, ...] = ("stub",), api_key: str | None = None, delay: float = 0.0,
-                 host: str = "127.0.0.1", port: int = 0):
+                 host: str = "127.0.0.1", port: int = 0, batch_faults: FaultPlan | None = None,
+                 batch_seconds: float = 0.0):
         """responder(body) returns the reply text (used for every choice) or a list of n texts.
+
+        batch_faults: faults for batch lines (see `faults`); batch_seconds: how long a batch job
+        stays in progress before it ends (a slow job).
+        hold(point) / release(point): make the handler at `point` wait (see `hold`).
 
         api_key: when set, requests must carry ``Authorization: Bearer <api_key>`` (else 401).
         delay: seconds every successful reply takes (a slow but healthy server).
@@ -117,6 +151,12 @@ class OpenAIStub:
         self._max_in_flight = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._billing = {c: Counter() for c in ("live", "batch")}
+        self._billed_prompts: Counter = Counter()
+        self._http_log: list[tuple[str, str]] = []
+        self._holds: set[str] = set()
+        self._reached: dict[str, threading.Event] = {}
+        self.batches = BatchStore(self, batch_faults or FaultPlan(), batch_seconds)
 
     # ---- public view -------------------------------------------------------------------------
     @property
@@ -141,6 +181,55 @@ class OpenAIStub:
     def prompt_counts(self, outcome: str | None = "ok") -> Counter:
         """Last user message -> number of requests with that outcome (None: all requests)."""
         return Counter(r.prompt for r in self.request_log if outcome is None or r.outcome == outcome)
+
+    @property
+    def billing(self) -> dict:
+        """{"live"|"batch": {"requests", "prompt_tokens", "completion_tokens"}} billed so far."""
+        with self._lock:
+            return {c: {k: b[k] for k in ("requests", "prompt_tokens", "completion_tokens")}
+                    for c, b in self._billing.items()}
+
+    def billed_prompts(self) -> Counter:
+        """Last user message -> how many times an answer to it was billed (live and batch)."""
+        with self._lock:
+            return Counter(self._billed_prompts)
+
+    @property
+    def http_log(self) -> list[tuple[str, str]]:
+        """(method, path) of every HTTP request received, in arrival order."""
+        with self._lock:
+            return list(self._http_log)
+
+    def hold(self, point: str) -> threading.Event:
+        """Make the handler at `point` wait until `release(point)`; returns an event set when one
+        reaches it. Points: "files.create", "batches.create" (before the batch exists),
+        "batches.created" (after it exists, before the reply), "batches.retrieve"."""
+        with self._lock:
+            self._holds.add(point)
+            self._reached[point] = threading.Event()
+            return self._reached[point]
+
+    def release(self, point: str) -> None:
+        """Let handlers held at `point` go on."""
+        with self._lock:
+            self._holds.discard(point)
+
+    async def _checkpoint(self, point: str) -> None:
+        with self._lock:
+            held, event = point in self._holds, self._reached.get(point)
+        if held:
+            event.set()
+            while point in self._holds:
+                await asyncio.sleep(0.02)
+
+    def bill(self, channel: str, body: dict, usage: dict) -> None:
+        """Count one answered request on `channel` ("live" or "batch")."""
+        with self._lock:
+            b = self._billing[channel]
+            b["requests"] += 1
+            b["prompt_tokens"] += usage["prompt_tokens"]
+            b["completion_tokens"] += usage["completion_tokens"]
+            self._billed_prompts[_last_user(body.get("messages") or [])] += 1
 
     def reset(self) -> None:
         """Forget the request log, attempt counts and concurrency record."""
@@ -219,6 +308,7 @@ class OpenAIStub:
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        add_batch_routes(app, self)
 
         @app.get("/v1/models")
         async def list_models(request: Request):
@@ -242,6 +332,13 @@ class OpenAIStub:
                 self._end(record, "bad_request", 400)
                 return _error(400, problem, "invalid_request_error")
             fault = self.faults.choose(body, record.attempt)
+            if fault is not None and fault.kind in LINE_KINDS:  # batch-line faults: not for live requests
+                fault = None
+            if fault is not None and fault.kind in ("malformed", "drop"):  # the work is done (and billed)
+                try:
+                    self.bill("live", body, self.answer(body, record.index)["usage"])
+                except Exception:
+                    pass
             if fault is not None and fault.kind != "slow":
                 return self._fault_response(record, fault)
             wait = self.delay + (fault.delay if fault is not None else 0.0)
@@ -249,12 +346,13 @@ class OpenAIStub:
                 self._end(record, "client_gone", 499)
                 return Response(status_code=499)
             try:
-                texts = self._texts(body)
+                completion = self.answer(body, record.index)
             except Exception as e:  # a bug in the test's responder: make it visible to the client
                 self._end(record, "responder_error", 500)
                 return _error(500, f"responder failed: {type(e).__name__}: {e}", "server_error")
             self._end(record, fault.kind if fault is not None else "ok", 200)
-            return self._completion(body, texts, record.index)
+            self.bill("live", body, completion["usage"])
+            return _AsciiJSONResponse(completion)
 
         return app
 
@@ -266,17 +364,29 @@ class OpenAIStub:
             raise ValueError(f"responder must return a string or a list of {n} strings")
         return texts
 
-    def _completion(self, body: dict, texts: list[str], index: int) -> Response:
+    def answer(self, body: dict, index: int | str) -> dict:
+        """The chat completion (a JSON dict) answering a valid `body`: the responder's texts cut at
+        max_tokens words, with logprobs when asked for, and word-count usage."""
+        texts, finish = [], []
+        limit = body.get("max_tokens")
+        for text in self._texts(body):
+            pieces = _TOKEN.findall(text)
+            cut = isinstance(limit, int) and len(pieces) > limit
+            texts.append("".join(pieces[:limit]) if cut else text)
+            finish.append("length" if cut else "stop")
+        k = body.get("top_logprobs") or 0
+        logprobs = [{"content": stub_logprobs(t, k), "refusal": None} if body.get("logprobs") else None
+                    for t in texts]
         prompt_tokens = sum(_words(m["content"]) for m in body["messages"] if isinstance(m["content"], str))
         completion_tokens = sum(_words(t) for t in texts)
-        return _AsciiJSONResponse({
+        return {
             "id": f"chatcmpl-stub-{index}", "object": "chat.completion", "created": int(time.time()),
             "model": body["model"],
-            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop",
-                         "logprobs": None} for i, t in enumerate(texts)],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f,
+                         "logprobs": lp} for i, (t, f, lp) in enumerate(zip(texts, finish, logprobs))],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
-        })
+        }
 
     def _fault_response(self, record: RequestRecord, fault: Fault):
         if fault.kind == "rate_limit":
@@ -330,6 +440,9 @@ class _Metered:
         self.app, self.stub = app, stub
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            with self.stub._lock:
+                self.stub._http_log.append((scope["method"], scope["path"]))
         if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
             return await self.app(scope, receive, send)
         self.stub._enter()
