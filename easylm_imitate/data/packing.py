@@ -5,6 +5,10 @@ model must learn to produce. It becomes next-token pairs (inputs = ids[:-1], tar
 ids[1:], weights = mask[1:]). Pairs longer than the row are split into row-sized pieces;
 pieces are packed into rows with segment ids (1, 2, ...; 0 = padding) and positions that
 restart at 0 in each segment, so packed examples never attend to each other.
+
+`extra` arrays given per token of an example (the target's top-K for distillation, see
+data/target_logprobs.py: shape [len(ids), ...]) follow the targets: row slot i holds the
+extra of token ids[i + 1], zeros in padding.
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ class PackStats:
         return self.tokens / max(self.rows * seq_length, 1)
 
 
-def next_token_pieces(ids, mask, seq_length: int, stats: PackStats):
-    """Split one example into (inputs, targets, weights) pieces of at most `seq_length`."""
+def next_token_pieces(ids, mask, seq_length: int, stats: PackStats, extra: dict | None = None):
+    """Split one example into (inputs, targets, weights, extras) pieces of at most `seq_length`.
+
+    `extra`: name -> per-token array [len(ids), ...], shifted and cut like the targets."""
     ids = np.asarray(ids, np.int32)
     mask = np.asarray(mask, np.float32)
     inputs, targets, weights = ids[:-1], ids[1:], mask[1:]
+    shifted = {k: np.asarray(v)[1:] for k, v in (extra or {}).items()}
     stats.examples += 1
     if len(inputs) > seq_length:
         stats.split_examples += 1
@@ -47,13 +54,16 @@ def next_token_pieces(ids, mask, seq_length: int, stats: PackStats):
         if not w.any():
             stats.dropped_pieces_without_loss += 1
             continue
-        pieces.append((inputs[start:start + seq_length], targets[start:start + seq_length], w))
+        cut = slice(start, start + seq_length)
+        pieces.append((inputs[cut], targets[cut], w, {k: v[cut] for k, v in shifted.items()}))
     stats.pieces += len(pieces)
     return pieces
 
 
 def pack_pieces(pieces, seq_length: int, pad_id: int, stats: PackStats) -> dict[str, np.ndarray]:
-    """Pack pieces into rows in the given order (a piece goes in the current row if it fits)."""
+    """Pack pieces into rows in the given order (a piece goes in the current row if it fits).
+
+    Every piece must carry the same extras (as `next_token_pieces` gives them)."""
     rows: list[list] = []
     current: list = []
     used = 0
@@ -73,12 +83,16 @@ def pack_pieces(pieces, seq_length: int, pad_id: int, stats: PackStats) -> dict[
         "segment_ids": np.zeros((n, seq_length), np.int32),
         "positions": np.zeros((n, seq_length), np.int32),
     }
+    for name, value in (pieces[0][3] if pieces else {}).items():
+        out[name] = np.zeros((n, seq_length, *value.shape[1:]), value.dtype)
     for r, row in enumerate(rows):
         offset = 0
-        for segment, (inp, tgt, w) in enumerate(row, start=1):
+        for segment, (inp, tgt, w, extra) in enumerate(row, start=1):
             k = len(inp)
             sl = slice(offset, offset + k)
             out["inputs"][r, sl], out["targets"][r, sl], out["weights"][r, sl] = inp, tgt, w
+            for name, value in extra.items():
+                out[name][r, sl] = value
             out["segment_ids"][r, sl] = segment
             out["positions"][r, sl] = np.arange(k)
             offset += k

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from easylm_imitate.data import clean as clean_lib
+from easylm_imitate.data import target_logprobs as tlp
 from easylm_imitate.data.bleu import QueryIndex
 from easylm_imitate.data.progress import Progress, no_bars, track
 from easylm_imitate.data.readers import ConvertError, ReadOptions, convert, iter_items
@@ -185,7 +186,11 @@ def clean_step(convs: Sequence[Conv], options: Options, ledger: Ledger, progress
             ledger.reject(conv, "cleaned", e.code, e.reason)
             continue
         if turns != conv.turns:
-            conv = dataclasses.replace(conv, turns=turns, lengths=None)
+            meta = conv.meta
+            entries = _target_entries(conv)
+            if entries is not None:  # a reply the cleaning changed no longer has the target's tokens
+                meta = dict(meta, **{tlp.KEY: tlp.after_cleaning(conv.turns, turns, entries)})
+            conv = dataclasses.replace(conv, turns=turns, lengths=None, meta=meta)
         out.append(conv)
     return out
 
@@ -263,17 +268,30 @@ def build_query_index(convs: Sequence[Conv], progress: Progress = no_bars) -> tu
 
 def eval_record(conv: Conv) -> dict:
     """An eval prompt: the first user query and the target's reference reply (system kept)."""
-    turns, seen_user = [], False
-    for turn in conv.turns:
+    kept, seen_user = [], False
+    for i, turn in enumerate(conv.turns):
         if turn["role"] == "system":
-            turns.append(turn)
+            kept.append(i)
         elif turn["role"] == "user" and not seen_user:
-            turns.append(turn)
+            kept.append(i)
             seen_user = True
         elif turn["role"] == "assistant" and seen_user:
-            turns.append(turn)
+            kept.append(i)
             break
-    return {"id": conv.id, "source": conv.source, "turns": turns, "meta": dict(conv.meta)}
+    meta = dict(conv.meta)
+    entries = _target_entries(conv)
+    if entries is not None:
+        meta[tlp.KEY] = tlp.select_turns(conv.turns, kept, entries)
+    return {"id": conv.id, "source": conv.source, "turns": [conv.turns[i] for i in kept], "meta": meta}
+
+
+def _target_entries(conv: Conv) -> list | None:
+    """The conversation's `meta.target_logprobs` when it has one entry per assistant turn
+    (anything else is left as it is, for the trainer to reject with the reason)."""
+    entries = conv.meta.get(tlp.KEY)
+    if not isinstance(entries, list) or len(entries) != sum(t["role"] == "assistant" for t in conv.turns):
+        return None
+    return entries
 
 
 def hold_out(convs: Sequence[Conv], index: QueryIndex, owners: np.ndarray, options: Options,
@@ -337,6 +355,9 @@ def split_step(convs: Sequence[Conv], counter: TokenCounter, block_length: int,
             continue
         for k, idx in enumerate(pieces):
             meta = dict(conv.meta, part=k + 1, parts=len(pieces))
+            entries = _target_entries(conv)
+            if entries is not None:
+                meta[tlp.KEY] = tlp.select_turns(conv.turns, idx, entries)
             out.append(Conv(conv.source, f"{conv.id}#{k + 1}", [conv.turns[i] for i in idx], meta,
                             [conv.lengths[i] for i in idx], g))
     return out

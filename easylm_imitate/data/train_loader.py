@@ -40,15 +40,24 @@ class LoadedRows:
         return len(self.rows["inputs"])
 
 
-def render_file(path: str, tokenizer, template, seq_length: int, seed: int, pad_id: int) -> LoadedRows:
+def render_file(path: str, tokenizer, template, seq_length: int, seed: int, pad_id: int,
+                distill=None) -> LoadedRows:
     """Read canonical records from a JSONL file, render, split and pack them.
 
     Bad records (invalid JSON, schema errors such as an unknown role, no assistant turn)
     are rejected with file, line and reason; an empty or all-bad file is a DataError.
+    With `distill` (the training config's `distill` section, alpha > 0) rows also carry the
+    target's top-K from each record's `meta.target_logprobs` (see train/distill.py): a
+    record whose target tokens do not reproduce its rendered tokens is rejected, and target
+    tokens the tokenizer does not have are a DataError (another tokenizer).
     """
     if not os.path.isfile(path):
         raise DataError(f"{path}: training file not found")
+    from easylm_imitate.data import target_logprobs as tlp
     from easylm_imitate.data.templates import TemplateError
+    from easylm_imitate.train import distill as distill_lib
+
+    distilling = distill_lib.enabled(distill)
 
     pieces, rejects = [], []
     stats = PackStats()
@@ -59,10 +68,19 @@ def render_file(path: str, tokenizer, template, seq_length: int, seed: int, pad_
         try:
             record = validate_record(obj)
             ids, mask = template.render(record, tokenizer)
+            extra = None
+            if distilling:
+                extra = distill_lib.row_extras(*tlp.align(record, ids, mask, tokenizer, int(distill.top_k)), mask,
+                                               float(distill.alpha))
+        except tlp.TokenizerMismatch as e:
+            raise DataError(f"{path}:{line}: {e}") from None
         except (RecordError, TemplateError) as e:
             rejects.append({"file": path, "line": line, "reason": str(e)})
             continue
-        pieces.extend(next_token_pieces(ids, mask, seq_length, stats))
+        except tlp.AlignmentError as e:
+            rejects.append({"file": path, "line": line, "id": record["id"], "reason": f"record {record['id']!r}: {e}"})
+            continue
+        pieces.extend(next_token_pieces(ids, mask, seq_length, stats, extra))
     if not pieces:
         detail = f"; {len(rejects)} records rejected, first: {rejects[0]['reason']}" if rejects else ""
         raise DataError(f"{path}: no usable training examples{detail}")

@@ -45,6 +45,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.eval_file = ""
     c.data.template = "paper"  # paper | chatml | tokenizer
 
+    # Distillation from the target's log-probabilities (records' meta.target_logprobs, collected
+    # with --top_logprobs=K; the target must use the student's tokenizer): adds
+    # alpha x KL(target top-K renormalised || student on those K ids) on the loss-mask tokens
+    # to the loss (see train/distill.py); metrics gain distill_kl.
+    c.distill = ml_collections.ConfigDict()
+    c.distill.alpha = 0.0  # 0: off
+    c.distill.top_k = 5  # target alternatives used per token (1-20; fewer where a record has fewer)
+
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # adamw | adafactor_scaled (alias palm)
     c.optimizer.learning_rate = c.get_ref("learning_rate")

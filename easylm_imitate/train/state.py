@@ -58,8 +58,7 @@ def jit_train_step(lay: "StateLayout", optimizer, schedule, accum: int, mesh: Me
                    skip_nonfinite: bool = False):
     """The sharded, donated, jitted train step for this layout (`skip_nonfinite`: a step with a
     NaN/inf loss or gradient norm keeps the previous state; see `step.train_step`)."""
-    batch_shardings = {k: parallel.batch_sharding(mesh) for k in
-                       ("inputs", "targets", "weights", "segment_ids", "positions")}
+    batch_shardings = parallel.batch_sharding(mesh)  # every batch array, whatever keys it has (see train/distill.py)
     rules = parallel.rules_for(rules_name)
 
     def fn(state, batch):

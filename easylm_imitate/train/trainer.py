@@ -86,11 +86,13 @@ def load_data(config, tokenizer, workdir: str, log=print):
 
     template = get_template(config.data.template)
     pad = _pad_id(tokenizer)
-    train = train_loader.render_file(config.data.train_file, tokenizer, template, config.seq_length, config.seed, pad)
+    train = train_loader.render_file(config.data.train_file, tokenizer, template, config.seq_length, config.seed, pad,
+                                     config.distill)
     rejects = list(train.rejects)
     evals = None
     if config.data.eval_file:
-        evals = train_loader.render_file(config.data.eval_file, tokenizer, template, config.seq_length, 0, pad)
+        evals = train_loader.render_file(config.data.eval_file, tokenizer, template, config.seq_length, 0, pad,
+                                         config.distill)
         rejects += evals.rejects
         all_rows = evals.num_rows
         evals = dataclasses.replace(evals, rows=train_loader.first_rows(evals.rows, config.eval_max_rows))

@@ -1,0 +1,142 @@
+"""The target's log-probabilities in canonical records (meta.target_logprobs): mapped onto
+the student's tokens for distillation, kept in step with the turns by the build, and a
+clear error when the target used another tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from easylm_imitate.data import pipeline as P
+from easylm_imitate.data import target_logprobs as tlp
+from easylm_imitate.data import train_loader
+from easylm_imitate.data.templates import get_template
+from easylm_imitate.model_names import load_tokenizer
+
+TINY = "easylm_imitate/assets/tiny_tokenizer"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_tokenizer("smollm2-135m-instruct")
+
+
+def content_of(tokenizer, text: str, end: bool = True, split_first: bool = False) -> list[dict]:
+    """An OpenAI chat logprobs `content` list for `text` as SmolLM2's server would give it:
+    the tokens of the text (and the end token), each with two alternatives."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if end:
+        ids.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    pieces = [tokenizer.decode([i]) for i in ids]
+    if split_first:  # the same text, split into two tokens the vocabulary has
+        pieces = [pieces[0][:2], pieces[0][2:], *pieces[1:]]
+    out = []
+    for n, piece in enumerate(pieces):
+        def entry(t, lp):
+            return {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))}
+        alts = [entry(piece, -0.2 - 0.01 * n), entry(" the", -2.0), entry(".", -3.0)]
+        out.append({**entry(piece, alts[0]["logprob"]), "top_logprobs": alts})
+    return out
+
+
+def record(rid, tokenizer, replies, **kw):
+    turns = []
+    for q, a in replies:
+        turns += [{"role": "user", "text": q}, {"role": "assistant", "text": a}]
+    return {"id": rid, "source": "t", "turns": turns,
+            "meta": {tlp.KEY: [content_of(tokenizer, a, **kw) for _, a in replies]}}
+
+
+def test_target_top_k_lands_on_the_tokens_it_predicts(smollm2):
+    rec = record("r1", smollm2, [("Hi?", "Hello there, friend."), ("And?", "Paris is 42 km away.")])
+    rec["meta"][tlp.KEY][1] = rec["meta"][tlp.KEY][1][:-1]  # OpenAI leaves the end token out
+    ids, mask = get_template("chatml").render(rec, smollm2)
+    top_ids, top_lp, slots = tlp.align(rec, ids, mask, smollm2, top_k=4)
+    runs = tlp.loss_runs(mask)
+    assert len(runs) == 2
+    on = slots.any(-1)
+    (a0, b0), (a1, b1) = runs
+    assert on[a0:b0].all() and on[a1:b1 - 1].all() and not on[b1 - 1]  # no target for the unreported end
+    assert on.sum() == (b0 - a0) + (b1 - a1) - 1 and not on[:a0].any()
+    # slot 0 is the chosen token itself; " the" and "." follow; K=4 > 3 given leaves one slot unset
+    np.testing.assert_array_equal(top_ids[a0:b0, 0], ids[a0:b0])
+    assert (top_ids[a0:b0, 1] == smollm2.convert_tokens_to_ids("Ġthe")).all()
+    distinct = [len({t["token"], " the", "."}) for t in rec["meta"][tlp.KEY][0]]  # a repeated id counts once
+    assert slots[a0:b0].sum(-1).tolist() == distinct and 2 in distinct
+    np.testing.assert_allclose(top_lp[a0, :3], [-0.2, -2.0, -3.0])
+
+    # rows carry it shifted like the targets: slot i predicts targets[i]
+    loaded = _load(smollm2, [rec], alpha=0.5, top_k=2)
+    rows = loaded.rows
+    w = rows["distill_weights"][0]
+    assert set(np.unique(w)) == {0.0, 0.5} and (w > 0).sum() == on.sum()
+    assert ((w > 0) <= (rows["weights"][0] > 0)).all()  # only on the loss mask
+    where = np.flatnonzero(w > 0)
+    np.testing.assert_array_equal(rows["distill_ids"][0, where, 0], rows["targets"][0, where])
+    assert rows["distill_ids"].shape[-1] == 2
+
+
+def _load(tokenizer, records, tmp=None, alpha=0.5, top_k=3, template="chatml"):
+    import tempfile
+
+    path = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, dir=tmp)
+    with path as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    section = ml_collections.ConfigDict({"alpha": alpha, "top_k": top_k})
+    return train_loader.render_file(path.name, tokenizer, get_template(template), 128, 0, 0, section)
+
+
+def test_another_tokenizer_is_a_clear_error_naming_record_and_token(smollm2, tmp_path):
+    from transformers import AutoTokenizer
+
+    other = AutoTokenizer.from_pretrained(TINY)
+    recs = [record("conv-7", smollm2, [("Where?", "Paris, of course.")])]
+    with pytest.raises(train_loader.DataError) as e:
+        _load(other, recs, tmp_path)
+    msg = str(e.value)
+    assert "'conv-7'" in msg and "is not a token of the student's tokenizer" in msg
+    first_unknown = next(t["token"] for t in recs[0]["meta"][tlp.KEY][0]
+                         if tlp.token_map(other).id_of(t["token"].encode()) is None)
+    assert repr(first_unknown) in msg
+
+
+def test_a_reply_tokenized_differently_is_rejected_with_the_reason(smollm2, tmp_path):
+    good = record("good", smollm2, [("Hi?", "Hello there.")])
+    bad = record("bad", smollm2, [("Hi?", "Hello there.")], split_first=True)
+    short = record("short", smollm2, [("Hi?", "Hello there.")])
+    short["meta"][tlp.KEY] = []
+    loaded = _load(smollm2, [good, bad, short], tmp_path)
+    reasons = {r["id"]: r["reason"] for r in loaded.rejects}
+    assert set(reasons) == {"bad", "short"}
+    assert "record 'bad'" in reasons["bad"] and "tokenized differently" in reasons["bad"]
+    assert "one entry per assistant turn" in reasons["short"]
+    assert (loaded.rows["distill_weights"] > 0).any()
+    # a paper-template rendering puts a space before the reply: not the target's tokens
+    with pytest.raises(train_loader.DataError, match="no usable training examples.*tokenized differently"):
+        _load(smollm2, [good], tmp_path, template="paper")
+
+
+def test_build_keeps_entries_in_step_with_split_and_cleaned_turns():
+    turns = [{"role": "system", "text": "S"}, {"role": "user", "text": "q1"}, {"role": "assistant", "text": "a1"},
+             {"role": "user", "text": "q2"}, {"role": "assistant", "text": "a2\u200b here"},
+             {"role": "user", "text": "q3"}, {"role": "assistant", "text": "a3"}]
+    entries = [["e1"], ["e2"], ["e3"]]
+    conv = P.Conv("s", "s:1", turns, {tlp.KEY: entries}, lengths=[1, 1, 1, 1, 1, 1, 1])
+    cleaned = P.clean_step([conv], P.Options(), P.Ledger(["s"]))[0]
+    assert cleaned.turns[4]["text"] != turns[4]["text"]
+    assert cleaned.meta[tlp.KEY] == [["e1"], None, ["e3"]]  # the cleaned reply lost its target tokens
+
+    class Counter:
+        base = 0
+
+        def total(self, lengths):
+            return sum(lengths)
+
+    conv = P.Conv("s", "s:1", turns, {tlp.KEY: entries}, lengths=[1, 2, 2, 2, 2, 2, 2])
+    pieces = P.split_step([conv], Counter(), block_length=6)
+    assert [p.meta[tlp.KEY] for p in pieces] == [[["e1"]], [["e2"]], [["e3"]]]
+    assert P.eval_record(conv)["meta"][tlp.KEY] == [["e1"]]
