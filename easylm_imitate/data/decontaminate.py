@@ -6,10 +6,12 @@ when the text of one of its user or assistant turns holds n consecutive such wor
 by default) that also occur, in that order, in one text of a benchmark item. Items with
 fewer than n words cannot match and are counted as such.
 
-The scan is vectorised: words become ids (words no benchmark has are 0), every window of n
-ids gets a 64-bit polynomial hash (numpy, wrapping arithmetic), hashes are looked up in the
-benchmarks' sorted hash table, and every hit is confirmed word by word, so a hash collision
-never drops a conversation.
+The scan is vectorised: a batch of conversations is normalised, split and mapped to word ids
+in one pass (words no benchmark has are 0; turn and conversation boundaries get ids a
+benchmark never has), every window of n ids gets a 64-bit polynomial hash (numpy, wrapping
+arithmetic), a table of hash prefixes screens the windows, the rest are looked up in the
+benchmarks' sorted hashes, and every hit is confirmed word by word, so a hash collision never
+drops a conversation.
 """
 
 from __future__ import annotations
@@ -27,14 +29,21 @@ from easylm_imitate.data.progress import Progress, no_bars
 
 DEFAULT_NGRAM = 13
 NORMALISATION = "lower case, ASCII punctuation deleted, whitespace-split words (lm-eval decontamination, GPT-3)"
-_PUNCT = str.maketrans("", "", string.punctuation)
+_PUNCT = str.maketrans("", "", string.punctuation + "\x00")  # NUL too: it marks text boundaries in a scan
+_TURN, _CONV = "\x00", "\x00\x00"  # boundary words (ids -1, -2): a window holding one cannot match
+_FILTER_BITS = 24  # a 16 MB table of hash prefixes screens windows before the sorted lookup
 _PRIME = np.uint64(0x100000001B3)  # FNV-1 64-bit prime: odd, so the hash is a bijection per position
 _BATCH_CONVS = 1024
 
 
+def normalise(text: str) -> str:
+    """Lower case, ASCII punctuation (and NUL) deleted."""
+    return text.lower().translate(_PUNCT)
+
+
 def words(text: str) -> list[str]:
     """The normalised words of `text` (lower case, punctuation deleted, whitespace split)."""
-    return text.lower().translate(_PUNCT).split()
+    return normalise(text).split()
 
 
 def window_hashes(ids: np.ndarray, n: int) -> np.ndarray:
@@ -43,10 +52,11 @@ def window_hashes(ids: np.ndarray, n: int) -> np.ndarray:
     if count <= 0:
         return np.zeros(0, np.uint64)
     ids = ids.astype(np.uint64, copy=False)
-    h = np.zeros(count, np.uint64)
+    h = ids[:count].copy()
     with np.errstate(over="ignore"):
-        for j in range(n):
-            h = h * _PRIME + ids[j:j + count]
+        for j in range(1, n):
+            h *= _PRIME
+            h += ids[j:j + count]
     return h
 
 
@@ -108,6 +118,9 @@ class NgramIndex:
         # Sorted by hash, then benchmark order: a hash's first entry is its first benchmark.
         order = np.lexsort((all_where[:, 0], all_hashes))
         self._hashes, self._where = all_hashes[order], all_where[order]
+        self._filter = np.zeros(1 << _FILTER_BITS, bool)
+        self._filter[self._hashes >> np.uint64(64 - _FILTER_BITS)] = True
+        self._lookup = {**self.vocab, _TURN: -1, _CONV: -2}
         for b, name in enumerate(self.names):
             texts = [t for t, (owner, _) in enumerate(self._owner) if owner == b]
             self.stats[name]["ngrams"] = int(len(np.unique(all_hashes[np.isin(all_where[:, 0], texts)])))
@@ -119,30 +132,24 @@ class NgramIndex:
             self.words_of.append(word)
         return wid
 
-    def ids(self, text: str) -> list[int]:
-        """Word ids of `text` (0 for words no benchmark item has)."""
-        return list(map(self.vocab.get, words(text), itertools.repeat(0)))
-
     def find(self, texts_per_conv: Sequence[Sequence[str]]) -> list[dict[str, Overlap]]:
         """For each conversation (its texts), the first overlap with each benchmark (in text order)."""
         out: list[dict[str, Overlap]] = [{} for _ in texts_per_conv]
         if not len(self._hashes):
             return out
-        ids: list[int] = []
-        starts = []
-        for texts in texts_per_conv:
-            starts.append(len(ids))
-            for text in texts:
-                ids.extend(self.ids(text))
-                ids.append(0)  # a window across two texts holds a 0 and cannot match
-        arr = np.asarray(ids, np.int64)
+        # One split and one vocabulary lookup for the whole batch: texts joined by boundary words.
+        joined = f" {_CONV} ".join(f" {_TURN} ".join(map(normalise, texts)) for texts in texts_per_conv)
+        tokens = joined.split()
+        arr = np.fromiter(map(self._lookup.get, tokens, itertools.repeat(0)), np.int64, len(tokens))
+        starts = np.concatenate([[0], np.flatnonzero(arr == -2) + 1])
         h = window_hashes(arr, self.n)
-        pos = np.searchsorted(self._hashes, h)
-        hit = np.flatnonzero(self._hashes[np.minimum(pos, len(self._hashes) - 1)] == h)
-        conv_of = np.searchsorted(np.asarray(starts, np.int64), hit, side="right") - 1
-        for p, c in zip(hit.tolist(), conv_of.tolist()):
+        maybe = np.flatnonzero(self._filter[h >> np.uint64(64 - _FILTER_BITS)])
+        pos = np.searchsorted(self._hashes, h[maybe])
+        found = self._hashes[np.minimum(pos, len(self._hashes) - 1)] == h[maybe]
+        hit, pos = maybe[found], pos[found]
+        conv_of = np.searchsorted(starts, hit, side="right") - 1
+        for p, k, c in zip(hit.tolist(), pos.tolist(), conv_of.tolist()):
             window = arr[p:p + self.n]
-            k = int(pos[p])
             while k < len(self._hashes) and self._hashes[k] == h[p]:
                 t, q = self._where[k]
                 b, item = self._owner[t]
