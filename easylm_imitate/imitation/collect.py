@@ -7,7 +7,9 @@ Prompts file lines: {"prompt": ...}, {"id", "prompt"[, "system", "meta"]}, or a 
 whose turns end in a user turn. Bad lines go to --rejects (default OUT.rejects.jsonl) with their
 line and reason. Rerunning the same command resumes from the journal (default OUT.journal);
 exits 1 when the file held no usable prompt, or when some prompts still failed after all retries
-(rerun to retry them).
+(rerun to retry them), and 3 when --max_cost stopped the run (rerun with a higher cap).
+--batch_api sends the requests as OpenAI Batch jobs; --dry_run prints the estimated cost and
+sends nothing; --top_logprobs=K stores the target's token log-probabilities in meta.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 from absl import app, flags
 
 from easylm_imitate.imitation import client_flags
-from easylm_imitate.imitation.collection import SAMPLE_WITH, CollectConfig, collect_to_file
+from easylm_imitate.imitation.collection import SAMPLE_WITH, CollectConfig, build_requests, collect_to_file
+from easylm_imitate.imitation.prompts import read_prompts
 
 
 def _define_flags() -> None:
@@ -33,6 +36,9 @@ def _define_flags() -> None:
     flags.DEFINE_float("top_p", None, "Nucleus sampling (default: the server's).")
     flags.DEFINE_integer("max_tokens", None, "Completion token limit (default: the server's).")
     flags.DEFINE_string("source", None, "Record source field (default: 'target:<model>').")
+    flags.DEFINE_integer("top_logprobs", None, "0-20: ask for logprobs with this many alternatives per token and "
+                         "store them in each record's meta['target_logprobs'] (default: not asked for).",
+                         lower_bound=0, upper_bound=20)
 
 
 def main(argv) -> None:
@@ -41,7 +47,14 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
     config = CollectConfig(samples_per_prompt=f.samples_per_prompt, sample_with=f.sample_with,
-                           temperature=f.temperature, top_p=f.top_p, max_tokens=f.max_tokens, source=f.source)
+                           temperature=f.temperature, top_p=f.top_p, max_tokens=f.max_tokens, source=f.source,
+                           top_logprobs=f.top_logprobs)
+    if f.max_cost is not None and not f.max_tokens:
+        raise app.UsageError("--max_cost needs --max_tokens (the worst case of a request must be bounded)")
+    if f.dry_run:
+        prompts, rejects = read_prompts(f.prompts)
+        client_flags.dry_run(f, [request for _, _, request in build_requests(prompts, config)],
+                             f"{len(prompts)} prompt(s), {len(rejects)} rejected line(s)")
     report = client_flags.query_target(
         f, lambda client: collect_to_file(client, f.prompts, f.out, config, rejects_path=f.rejects))
     print(f"wrote {report['records']} records to {f.out}", file=sys.stderr)

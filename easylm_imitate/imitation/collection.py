@@ -6,6 +6,7 @@ import dataclasses
 from collections import Counter
 
 from easylm_imitate.data.schema import make_record
+from easylm_imitate.imitation.client import MAX_TOP_LOGPROBS
 from easylm_imitate.fileio import write_json_atomic, write_jsonl_atomic
 from easylm_imitate.imitation.prompts import Prompt, read_prompts
 
@@ -22,12 +23,15 @@ class CollectConfig:
     top_p: float | None = None
     max_tokens: int | None = None
     source: str | None = None  # default: "target:<model>"
+    top_logprobs: int | None = None  # 0-20: ask for logprobs and keep them in meta["target_logprobs"]
 
     def __post_init__(self):
         if self.samples_per_prompt < 1:
             raise ValueError(f"samples_per_prompt must be at least 1, got {self.samples_per_prompt}")
         if self.sample_with not in SAMPLE_WITH:
             raise ValueError(f"sample_with must be one of {SAMPLE_WITH}, got {self.sample_with!r}")
+        if self.top_logprobs is not None and not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
 
 
 def _messages(prompt: Prompt) -> list[dict]:
@@ -36,7 +40,8 @@ def _messages(prompt: Prompt) -> list[dict]:
 
 def build_requests(prompts: list[Prompt], config: CollectConfig) -> list[tuple[int, list[int], dict]]:
     """(prompt index, sample numbers it answers, chat request) for every request to send."""
-    decoding = {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens}
+    decoding = {"temperature": config.temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
+                "top_logprobs": config.top_logprobs}
     out = []
     for i, prompt in enumerate(prompts):
         base = {"messages": _messages(prompt), **decoding}
@@ -51,7 +56,9 @@ def collect(client, prompts: list[Prompt], config: CollectConfig) -> tuple[list[
     """Ask `client` (a ChatClient) for every prompt; returns (records, failures, report).
 
     Records follow prompt order then sample order; the id is the prompt's id, with `#j` appended
-    when there are several samples. Each failure is {"id", "line", "error"} for a prompt sample
+    when there are several samples. With `config.top_logprobs`, meta["target_logprobs"] has one
+    entry per assistant turn in turn order: the reply's `choices[j].logprobs.content` list (see
+    docs/imitation.md), None for assistant turns that came with the prompt. Each failure is {"id", "line", "error"} for a prompt sample
     the target did not answer (a rerun retries it); empty replies are skipped and counted.
     """
     source = config.source or f"target:{client.model}"
@@ -67,13 +74,18 @@ def collect(client, prompts: list[Prompt], config: CollectConfig) -> tuple[list[
             failures.extend({"id": prompt.id, "line": prompt.line, "sample": j, "error": result.error}
                             for j in samples)
             continue
-        for j, text, finish in zip(samples, result.texts, result.finish_reasons or [None] * len(samples)):
+        logprobs = result.logprobs or [None] * len(samples)
+        for j, text, finish, lp in zip(samples, result.texts, result.finish_reasons or [None] * len(samples),
+                                       logprobs):
             report["finish_reasons"][str(finish)] += 1
             if not text.strip():
                 report["empty_replies"] += 1
                 continue
             rid = prompt.id if config.samples_per_prompt == 1 else f"{prompt.id}#{j}"
             meta = dict(prompt.meta, prompt_id=prompt.id, sample=j, model=client.model, finish_reason=finish)
+            if config.top_logprobs is not None:
+                earlier = sum(t["role"] == "assistant" for t in prompt.turns)
+                meta["target_logprobs"] = [None] * earlier + [lp]
             records.append(make_record(rid, source, prompt.turns + [{"role": "assistant", "text": text}], meta))
     report["records"] = len(records)
     report["finish_reasons"] = dict(report["finish_reasons"])

@@ -5,17 +5,21 @@ r"""Build the NQ-synthetic imitation set by querying a target model (the paper's
 
 Rerunning the same command after a crash resumes from the journal (--journal, default
 OUT.journal) without re-sending finished requests. Writes OUT (canonical records) and
-OUT.report.json; exits 1 when --max_calls ran out before --num_examples.
+OUT.report.json; exits 1 when --max_calls ran out before --num_examples, 3 when --max_cost
+stopped the run (rerun with a higher cap). --batch_api sends each round of calls as an OpenAI
+Batch job; --dry_run prints the estimated cost of the calls and sends nothing.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 
 from absl import app, flags
 
 from easylm_imitate.imitation import client_flags
-from easylm_imitate.imitation.nq_generate import NQSyntheticConfig, generate_to_file
+from easylm_imitate.imitation.nq_generate import NQSyntheticConfig, call_request, generate_to_file
+from easylm_imitate.imitation.qa_pairs import load_seeds
 
 
 def _define_flags() -> None:
@@ -42,6 +46,12 @@ def main(argv) -> None:
     config = NQSyntheticConfig(num_examples=f.num_examples, seed=f.seed, pairs_per_call=f.pairs_per_call,
                                temperature=f.temperature, max_tokens=f.max_tokens,
                                max_answer_words=f.max_answer_words, max_calls=f.max_calls)
+    if f.dry_run:
+        seeds = load_seeds(f.seeds)
+        expected = math.ceil(config.num_examples / config.pairs_per_call)
+        client_flags.dry_run(f, [call_request(seeds, config, i)[0] for i in range(expected)],
+                             f"{expected} call(s) if every call yields {config.pairs_per_call} new pairs; at most "
+                             f"{config.max_calls or config.num_examples} (--max_calls)")
     report = client_flags.query_target(
         f, lambda client: generate_to_file(client, f.out, config, seeds_path=f.seeds,
                                            exclude_path=f.exclude_questions, progress=f.progress))

@@ -202,7 +202,7 @@ class OpenAIStub:
 
     def hold(self, point: str) -> threading.Event:
         """Make the handler at `point` wait until `release(point)`; returns an event set when one
-        reaches it. Points: "files.create", "batches.create" (before the batch exists),
+        reaches it. Points: "files.created" (after the upload is stored, before the reply), "batches.create" (before the batch exists),
         "batches.created" (after it exists, before the reply), "batches.retrieve"."""
         with self._lock:
             self._holds.add(point)

@@ -163,11 +163,12 @@ def add_batch_routes(app: FastAPI, stub) -> None:
     async def create_file(request: Request):
         if not stub._authorized(request):
             return _error(401, "invalid api key")
-        await stub._checkpoint("files.create")
         fields = _multipart(request.headers.get("content-type", ""), await request.body())
         if "file" not in fields or "purpose" not in fields:
             return _error(400, "multipart fields 'file' and 'purpose' are required")
-        return store.add_file(fields["file"][0] or "upload", fields["purpose"][1].decode(), fields["file"][1]).json()
+        stored = store.add_file(fields["file"][0] or "upload", fields["purpose"][1].decode(), fields["file"][1])
+        await stub._checkpoint("files.created")
+        return stored.json()
 
     @app.get("/v1/files/{file_id}")
     async def get_file(file_id: str):
