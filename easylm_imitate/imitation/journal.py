@@ -139,7 +139,7 @@ class Journal:
                 "INSERT OR REPLACE INTO responses (key, model, request, texts, usage, finish_reasons, created, "
                 "logprobs, channel) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, model, _dumps(request), _dumps(texts), _dumps(usage), _dumps(finish_reasons), time.time(),
-                 None if logprobs is None else _dumps(logprobs), channel))
+                 None if logprobs is None else json.dumps(logprobs, ensure_ascii=False), channel))  # keeps key order
             self._db.execute("DELETE FROM failures WHERE key = ?", (key,))
             self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
 
