@@ -219,6 +219,10 @@ def load_latest(workdir: str, mesh=None, rules: str = "fsdp_tp", step: int | Non
     from easylm_imitate.api import load_tokenizer, model_from_params
 
     step, meta = read_run_meta(workdir, step)
+    if isinstance(meta.get("lora"), dict):  # a LoRA run: its params are adapters; merge them into the base
+        from easylm_imitate.lora.load import load_merged
+
+        return load_merged(workdir, step, mesh, rules, **config_overrides)
     cfg = ModelConfig.from_dict(meta["model"]).replace(**config_overrides)
     model = model_from_params(cfg, lambda target: restore_params_only(workdir, step, target), mesh, rules)
     return model, load_tokenizer(workdir)

@@ -78,9 +78,10 @@ def _split_micro(batch, accum: int):
     return jax.tree.map(split, batch)
 
 
-def summed_grads(graphdef, params, batch, accum: int):
-    """Gradients of the summed loss and the summed metrics, accumulated over `accum` micro-batches."""
-    grad_fn = jax.grad(loss_terms, argnums=1, has_aux=True)
+def summed_grads(graphdef, params, batch, accum: int, loss_fn=None):
+    """Gradients of the summed loss and the summed metrics, accumulated over `accum` micro-batches.
+    `loss_fn(graphdef, params, batch)` replaces `loss_terms` (e.g. LoRA: params are the adapters)."""
+    grad_fn = jax.grad(loss_fn or loss_terms, argnums=1, has_aux=True)
     if accum == 1:
         return grad_fn(graphdef, params, batch)
 
@@ -97,12 +98,12 @@ def summed_grads(graphdef, params, batch, accum: int):
 
 
 def train_step(graphdef, optimizer: optax.GradientTransformation, schedule, accum: int,
-               state: TrainState, batch, skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+               state: TrainState, batch, skip_nonfinite: bool = False, loss_fn=None) -> tuple[TrainState, dict]:
     """One update on the global batch: the loss is the token mean over the whole batch.
 
     `metrics["nonfinite"]` is 1.0 when the loss or the gradient norm is NaN or infinite; with
     `skip_nonfinite` such a step keeps the previous parameters and optimizer state."""
-    grads, sums = summed_grads(graphdef, state.params, batch, accum)
+    grads, sums = summed_grads(graphdef, state.params, batch, accum, loss_fn)
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -17,6 +17,8 @@ import easylm_imitate
 from easylm_imitate import parallel
 from easylm_imitate.checkpoint import CheckpointError
 from easylm_imitate.data import train_loader
+from easylm_imitate.lora import adapters as lora_adapters
+from easylm_imitate.lora import run as lora_run_lib
 from easylm_imitate.fileio import write_json_atomic, write_jsonl_atomic
 from easylm_imitate.train import metrics as metrics_lib
 from easylm_imitate.train import integrity, peak_flops, resume, run_checkpoint, run_lock, state as state_lib
@@ -27,7 +29,8 @@ from easylm_imitate.train.step import eval_step
 
 
 # Failures `train` explains in one line (the binary prints them without a traceback).
-RUN_ERRORS = (CheckpointError, run_lock.RunLockError, NonFiniteError, train_loader.DataError)
+RUN_ERRORS = (CheckpointError, run_lock.RunLockError, NonFiniteError, train_loader.DataError,
+              lora_adapters.LoraConfigError)
 
 
 @dataclasses.dataclass
@@ -134,8 +137,13 @@ def _train(config, workdir: str, log) -> TrainResult:
     parallel.check_batch_fits_mesh(config.batch_size, config.grad_accum_steps, mesh)
     write_run_info(workdir, config, cfg, tokenizer)
 
-    optimizer, schedule = state_lib.build_optimizer(config, cfg, total_steps)
-    lay = state_lib.layout(cfg, optimizer, mesh, config.sharding_rules)
+    lora_run = None
+    if lora_adapters.enabled(config):  # LoRA: the adapters are the trained `params` (see easylm_imitate/lora)
+        lora_run = lora_run_lib.setup(config, cfg, total_steps, mesh, workdir, log)
+        optimizer, schedule, lay = lora_run.optimizer, lora_run.schedule, lora_run.lay
+    else:
+        optimizer, schedule = state_lib.build_optimizer(config, cfg, total_steps)
+        lay = state_lib.layout(cfg, optimizer, mesh, config.sharding_rules)
     mgr = run_checkpoint.manager(workdir, config.save_every_steps, config.keep_checkpoints or None)
 
     start, data_state, tokens_seen = 0, None, 0
@@ -148,8 +156,11 @@ def _train(config, workdir: str, log) -> TrainResult:
             tokens_seen = int(resumed.meta.get("tokens_seen", 0))
             log(f"resuming from step {start} ({mgr.directory})")
         else:
-            params = (state_lib.params_from(config.init_from, lay) if config.init_from
-                      else state_lib.fresh_params(cfg, config.seed, lay))
+            if lora_run is not None:
+                params = lora_run.init_params(config.seed)
+            else:
+                params = (state_lib.params_from(config.init_from, lay) if config.init_from
+                          else state_lib.fresh_params(cfg, config.seed, lay))
             state = state_lib.initial_state(params, optimizer, lay)
             log(f"starting at step 0 from {config.init_from or 'random init'}: {cfg.num_params() / 1e6:.1f}M params")
 
@@ -161,6 +172,8 @@ def _train(config, workdir: str, log) -> TrainResult:
     step_fn = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh,
                                      config.sharding_rules, guard.skip)
     eval_fn = jax.jit(functools.partial(eval_step, lay.graphdef), in_shardings=(lay.params_shardings, batch_shardings))
+    if lora_run is not None:
+        step_fn, eval_fn = lora_run.train_step_fn(config.grad_accum_steps, guard.skip), lora_run.eval_fn()
 
     peak = peak_flops.peak_flops_per_device(config.peak_flops_per_device, config.model.dtype)
     throughput = metrics_lib.Throughput(cfg.flops_per_token(config.seq_length), peak, jax.device_count(), log)
@@ -170,7 +183,7 @@ def _train(config, workdir: str, log) -> TrainResult:
 
     def meta(step):
         return {"step": step, "tokens_seen": tokens_seen, "model": cfg.to_dict(), "data_fingerprint": data_fp,
-                "config": json.loads(config.to_json_best_effort())}
+                "config": json.loads(config.to_json_best_effort()), **(lora_run.meta() if lora_run else {})}
 
     def evaluate(step):
         if eval_rows is None:
