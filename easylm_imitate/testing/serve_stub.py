@@ -11,7 +11,7 @@ import time
 
 from absl import app, flags
 
-from easylm_imitate.testing.faults import KINDS, FaultPlan
+from easylm_imitate.testing.faults import KINDS, LINE_KINDS, FaultPlan
 from easylm_imitate.testing.openai_stub import OpenAIStub
 from easylm_imitate.testing.responders import echo_responder, qa_responder
 
@@ -26,19 +26,21 @@ def _define_flags() -> None:
     flags.DEFINE_float("slow_delay", 2.0, "Seconds an injected slow response takes.")
     flags.DEFINE_float("delay", 0.0, "Seconds every reply takes.")
     flags.DEFINE_string("api_key", None, "Require this bearer key (default: none).")
+    flags.DEFINE_list("batch_faults", [], f"Random batch-line faults as KIND:PROBABILITY (kinds: {', '.join(LINE_KINDS)}).")
+    flags.DEFINE_float("batch_seconds", 0.0, "Seconds a batch job stays in progress.")
 
 
-def parse_faults(items: list[str]) -> dict[str, float]:
-    """{'kind': probability} from ['kind:p', ...]; raises ValueError naming the bad item."""
+def parse_faults(items: list[str], kinds: tuple[str, ...] = KINDS, flag: str = "--faults") -> dict[str, float]:
+    """{'kind': probability} from ['kind:p', ...] with kinds from `kinds`; raises ValueError naming the bad item."""
     out = {}
     for item in items:
         kind, sep, p = item.partition(":")
         try:
             out[kind] = float(p)
         except ValueError:
-            raise ValueError(f"--faults item {item!r} is not KIND:PROBABILITY") from None
-        if not sep or kind not in KINDS:
-            raise ValueError(f"--faults item {item!r}: kind must be one of {', '.join(KINDS)}")
+            raise ValueError(f"{flag} item {item!r} is not KIND:PROBABILITY") from None
+        if not sep or kind not in kinds:
+            raise ValueError(f"{flag} item {item!r}: kind must be one of {', '.join(kinds)}")
     return out
 
 
@@ -53,8 +55,9 @@ def main(argv) -> None:
     f = flags.FLAGS
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it like Ctrl-C
     plan = FaultPlan(random=parse_faults(f.faults), retry_after=f.retry_after, slow_delay=f.slow_delay)
+    batch_plan = FaultPlan(random=parse_faults(f.batch_faults, LINE_KINDS, "--batch_faults"))
     with OpenAIStub(responder=RESPONDERS[f.responder], faults=plan, api_key=f.api_key, delay=f.delay,
-                    port=f.port) as stub:
+                    port=f.port, batch_faults=batch_plan, batch_seconds=f.batch_seconds) as stub:
         print(f"serving {stub.base_url} (Ctrl-C to stop)", flush=True)
         try:
             while True:

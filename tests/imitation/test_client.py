@@ -1,6 +1,7 @@
 """ChatClient against the real loopback stub: journal, retries, Retry-After, limits, accounting."""
 
 import asyncio
+import json
 import sqlite3
 import time
 
@@ -8,6 +9,7 @@ import pytest
 
 from easylm_imitate.imitation.client import (ChatClient, FatalAPIError, api_key_from_env, normalize_request,
                                              request_key)
+from easylm_imitate.imitation.journal import Journal
 from easylm_imitate.imitation.ratelimit import RateLimiter
 from easylm_imitate.testing import Fault, FaultPlan, OpenAIStub
 
@@ -180,3 +182,34 @@ def test_request_normalisation_and_key():
         normalize_request({"messages": []})
     with pytest.raises(ValueError, match="max_tokens"):
         normalize_request(ask("x", max_tokens="10"))
+
+
+def test_a_journal_written_before_logprobs_and_batches_opens_and_its_answers_count(tmp_path):
+    """An older journal (no logprobs/channel columns, no batch tables) keeps working: its answers
+    are used, and what they cost counts toward --max_cost."""
+    path = tmp_path / "old.journal"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE responses (key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, texts TEXT NOT NULL,
+            usage TEXT NOT NULL, finish_reasons TEXT NOT NULL, created REAL NOT NULL);
+        CREATE TABLE failures (key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, error TEXT NOT NULL,
+            attempts INTEGER NOT NULL, updated REAL NOT NULL);
+        CREATE TABLE claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);""")
+    request = normalize_request({"messages": [{"role": "user", "content": "old"}], "max_tokens": 5})
+    db.execute("INSERT INTO responses VALUES (?, 'stub', ?, '[\"kept\"]', ?, '[\"stop\"]', 0)",
+               (request_key("stub", request), json.dumps(request),
+                json.dumps({"prompt_tokens": 10, "completion_tokens": 20})))
+    db.commit()
+    db.close()
+    with OpenAIStub() as stub:
+        client = ChatClient(stub.base_url, "stub", journal=str(path), price_per_1k_prompt=1000,
+                            price_per_1k_completion=1000, max_cost=100)
+        with client:
+            [result] = client.chat([request])
+            assert result.texts == ["kept"] and result.from_journal and result.logprobs is None
+            assert client.stats()["journal_spent"] == 30.0
+        assert stub.request_log == []
+    journal = Journal(path)
+    assert journal.get_many([request_key("stub", request)])[request_key("stub", request)]["channel"] == "live"
+    assert journal.batch_jobs() == []
+    journal.close()
