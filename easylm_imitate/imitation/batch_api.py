@@ -18,7 +18,8 @@ creating one (so a batch created just before the crash is re-attached, not creat
 polls a submitted batch by its id. Requests already answered in the journal are never sent.
 Lines that failed or expired go into a new, smaller batch (up to `max_rounds` batches), or to
 the live endpoint with `fallback="live"`. Batch answers cost `Prices.batch_discount` times the
-live price; `max_cost` reserves the worst case of a whole batch before it is created.
+live price; `max_cost` reserves the worst case of a whole batch before it is created (only the
+lines that fit go in; once the job has settled at its real cost, the next round takes more).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class BatchClient:
             jobs, stopped = self._submit(pending, by_key)
             for job in jobs:
                 errors.update(self._finish(job))
-            if stopped:
+            if stopped and not jobs:  # the cap left no room even for one line
                 break
         pending = [k for k in dict.fromkeys(keys) if k not in self.journal.get_many([k])]
         if pending and self.fallback == "live" and not stopped:

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from easylm_imitate.testing import FaultPlan, OpenAIStub
+from easylm_imitate.testing import Fault, FaultPlan, OpenAIStub
 
 # $1 per token either way, so the stub's billed tokens are dollars.
 PRICES = ("--price_per_1k_prompt=1000", "--price_per_1k_completion=1000")
@@ -90,11 +90,15 @@ def test_the_cap_holds_under_faults_and_retries_and_a_higher_cap_continues(tmp_p
 def test_the_cap_holds_for_batch_jobs_and_a_rerun_continues(tmp_path):
     prompts, out = _prompts(tmp_path, 12), tmp_path / "out.jsonl"
     batch = ("--batch_api", "--batch_poll_seconds=0.05", "--batch_discount=0.5")
-    with OpenAIStub(responder=_ten_words) as stub:
+    fail_first = FaultPlan(decide=lambda body, attempt: Fault("line_failed" if attempt == 1 else "line_expired")
+                           if body["messages"][-1]["content"] == "word0 a b" and attempt <= 2 else None)
+    with OpenAIStub(responder=_ten_words, batch_faults=fail_first) as stub:
         # worst case of a line: (9 bytes + 4 + 3) + 4 completion tokens = $20 live, $10 batch: 6 lines fit in $65
         first = _collect(stub.base_url, prompts, out, *PRICES, *batch, "--max_tokens=4", "--max_cost=65")
         assert first.returncode == 3, first.stderr
-        assert stub.billing["batch"]["requests"] == 6 and _billed(stub) <= 65
+        sizes = sorted((int(j.id.rsplit("-", 1)[1]), j.counts["total"]) for j in stub.batches.jobs.values())
+        assert sizes[0][1] == 6 and len(sizes) == 3  # later rounds take what the settled cost left room for
+        assert 6 < stub.billing["batch"]["requests"] < 12 and _billed(stub) <= 65
         second = _collect(stub.base_url, prompts, out, *PRICES, *batch, "--max_tokens=4", "--max_cost=1000")
         assert second.returncode == 0, second.stderr
         assert stub.billed_prompts() == {f"word{i} a b": 1 for i in range(12)}
