@@ -131,6 +131,10 @@ def _train(config, workdir: str, log) -> TrainResult:
     cfg = state_lib.model_config(config)
     os.makedirs(workdir, exist_ok=True)
     train_rows, eval_rows = load_data(config, tokenizer, workdir, log)
+    if jax.process_index() == 0:  # the loss mask as trained on, so a wrong template shows before step 1
+        from easylm_imitate.data.inspect import packed_row_preview
+
+        log(packed_row_preview(train_rows.rows, tokenizer))
     total_steps = config.total_steps or max(1, train_rows.num_rows // config.batch_size)
     if config.batch_size % config.grad_accum_steps:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by grad_accum_steps {config.grad_accum_steps}")
