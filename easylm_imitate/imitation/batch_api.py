@@ -175,10 +175,7 @@ class BatchClient:
             uploaded = self._openai.files.create(file=(f"easylm-{job['tag']}.jsonl", io.BytesIO(data)), purpose="batch")
             update(input_file_id=uploaded.id, state="creating")
         if job["state"] == "creating":
-            batch = self._find_tagged(job["tag"]) or self._openai.batches.create(
-                input_file_id=job["input_file_id"], endpoint=ENDPOINT, completion_window=self.completion_window,
-                metadata={_TAG: job["tag"]})
-            update(batch_id=batch.id, state="submitted")
+            update(batch_id=self._create_once(job).id, state="submitted")
         if job["state"] == "submitted":
             while True:
                 batch = self._openai.batches.retrieve(job["batch_id"])
@@ -191,6 +188,24 @@ class BatchClient:
         errors = self._collect(job, requests)
         update(state="done")
         return errors
+
+    def _create_once(self, job: dict):
+        """The batch of `job`: the tagged one if it exists, else a new one. A create whose reply is
+        lost is never simply re-sent (the client's own retries are off for it): the next try first
+        looks for the tag again."""
+        for attempt in range(6):
+            batch = self._find_tagged(job["tag"])
+            if batch is not None:
+                return batch
+            try:
+                return self._openai.with_options(max_retries=0).batches.create(
+                    input_file_id=job["input_file_id"], endpoint=ENDPOINT, completion_window=self.completion_window,
+                    metadata={_TAG: job["tag"]})
+            except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError):
+                if attempt == 5:
+                    raise
+                time.sleep(min(30.0, 2.0 ** attempt))
+        raise AssertionError("unreachable")
 
     def _find_tagged(self, tag: str):
         """The batch created for journal tag `tag` (a create whose reply was lost), or None."""

@@ -156,6 +156,7 @@ class OpenAIStub:
         self._http_log: list[tuple[str, str]] = []
         self._holds: set[str] = set()
         self._reached: dict[str, threading.Event] = {}
+        self._fail_at: Counter = Counter()
         self.batches = BatchStore(self, batch_faults or FaultPlan(), batch_seconds)
 
     # ---- public view -------------------------------------------------------------------------
@@ -209,6 +210,12 @@ class OpenAIStub:
             self._reached[point] = threading.Event()
             return self._reached[point]
 
+    def fail_at(self, point: str, times: int = 1) -> None:
+        """Answer HTTP 500 the next `times` times a handler reaches `point` (see `hold`), after
+        doing its work: e.g. "batches.created" creates the batch, then the reply is an error."""
+        with self._lock:
+            self._fail_at[point] += times
+
     def release(self, point: str) -> None:
         """Let handlers held at `point` go on."""
         with self._lock:
@@ -217,6 +224,11 @@ class OpenAIStub:
     async def _checkpoint(self, point: str) -> None:
         with self._lock:
             held, event = point in self._holds, self._reached.get(point)
+            fail = self._fail_at[point] > 0
+            if fail:
+                self._fail_at[point] -= 1
+        if fail:
+            raise RuntimeError(f"injected failure at {point}")
         if held:
             event.set()
             while point in self._holds:

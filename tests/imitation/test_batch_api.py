@@ -135,3 +135,13 @@ def test_nq_synthetic_with_batch_api_fills_the_set_from_batch_jobs(tmp_path):
         billed = stub.billing["batch"]["requests"]
         again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert again.returncode == 0 and stub.billing["batch"]["requests"] == billed
+
+
+def test_a_create_whose_reply_is_an_error_is_found_by_its_tag_not_created_again(tmp_path):
+    prompts, out = _prompts(tmp_path), tmp_path / "out.jsonl"
+    with OpenAIStub() as stub:
+        stub.fail_at("batches.created")  # the batch exists, but the client gets HTTP 500
+        done = _run(stub, prompts, out)
+        assert done.returncode == 0, done.stderr
+        assert _creates(stub) == 1 and len(stub.batches.jobs) == 1
+        assert stub.billed_prompts() == {p: 1 for p in PROMPTS}
