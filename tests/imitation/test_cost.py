@@ -106,3 +106,22 @@ def test_the_cap_holds_for_batch_jobs_and_a_rerun_continues(tmp_path):
     report = json.loads((tmp_path / "out.jsonl.report.json").read_text())
     # the API's usage at the batch price: 12 x (3 + 4) tokens x $1 x 0.5, spread over the two runs
     assert abs(report["client"]["journal_spent"] - 12 * 7 * 0.5) < 1e-6
+
+
+def test_nq_synthetic_stops_at_the_cap_and_a_rerun_with_a_higher_one_finishes(tmp_path):
+    from easylm_imitate.testing.responders import qa_responder
+
+    out = tmp_path / "nq.jsonl"
+    cmd = [sys.executable, "-m", "easylm_imitate.imitation.nq_synthetic", "--model=stub", f"--out={out}",
+           "--api_key_env=", "--noprogress", "--num_examples=60", "--max_tokens=200", "--max_in_flight=2",
+           "--price_per_1k_prompt=1", "--price_per_1k_completion=1"]
+    with OpenAIStub(responder=qa_responder()) as stub:
+        first = subprocess.run([*cmd, f"--base_url={stub.base_url}", "--max_cost=1.5"], capture_output=True,
+                               text=True, timeout=120)
+        assert first.returncode == 3 and "stopped by --max_cost=1.5" in first.stderr, first.stderr
+        assert 0 < _billed(stub) / 1000 <= 1.5 and not out.exists()
+        second = subprocess.run([*cmd, f"--base_url={stub.base_url}", "--max_cost=100"], capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+        assert len(out.read_text().splitlines()) == 60
+        assert max(stub.prompt_counts().values()) == 1  # no call answered twice
