@@ -45,6 +45,8 @@ EXTRAS = {
         "playwright>=1.50,<2",
         # lm-evaluation-harness: its local-completions and hf models check our server.
         "lm-eval[api]>=0.4.13,<0.5",
+        # peft: LoRA exports (checkpoint_to_hf --peft) are checked by loading them with it.
+        "peft>=0.21,<0.22",
     ],
     "tpu": ["jax[tpu]>=0.10.2,<0.11"],
     "gpu": ["jax[cuda12]>=0.10.2,<0.11"],

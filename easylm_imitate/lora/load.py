@@ -3,6 +3,7 @@ with the run) and the merged model that `easylm_imitate.load(run)` returns."""
 
 from __future__ import annotations
 
+import os
 import re
 import types
 
@@ -19,6 +20,19 @@ from easylm_imitate.models import ModelConfig
 def is_lora_meta(meta: dict) -> bool:
     """Whether a run checkpoint's meta item belongs to a LoRA run."""
     return isinstance(meta, dict) and isinstance(meta.get("lora"), dict)
+
+
+def is_lora_run(path: str | os.PathLike) -> bool:
+    """Whether `path` is a training run whose latest checkpoint is a LoRA run's."""
+    from easylm_imitate.train import run_checkpoint
+
+    path = os.fspath(path)
+    if not run_checkpoint.is_run_dir(path):
+        return False
+    try:
+        return is_lora_meta(run_checkpoint.read_run_meta(path)[1])
+    except CheckpointError:
+        return False
 
 
 def spec_from_meta(cfg: ModelConfig, meta: dict) -> adapters_lib.LoraSpec:

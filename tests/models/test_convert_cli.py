@@ -95,7 +95,7 @@ def test_existing_checkpoint_is_not_overwritten(tmp_path, good_dir):
 
 def test_help_lists_the_flags():
     binaries = {"hf_to_checkpoint": ["--hf_dir", "--out"],
-                "checkpoint_to_hf": ["--checkpoint", "--out", "--dtype", "--max_shard_size"],
+                "checkpoint_to_hf": ["--checkpoint", "--out", "--dtype", "--max_shard_size", "--merge_lora", "--peft"],
                 "gguf_to_checkpoint": ["--gguf", "--out"]}
     procs = {module: _start(module, "--help") for module in binaries}
     for module, flags in binaries.items():

@@ -1,0 +1,92 @@
+"""Exports of a LoRA run: merged into a plain HF model (transformers) and as a peft adapter on
+the HF base; both give our adapted model's logits within 1e-4 (float32)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import easylm_imitate
+from easylm_imitate import checkpoint
+from easylm_imitate.assets import asset_path
+from easylm_imitate.models import build_model, get_preset
+from support.train_helpers import REPO, run_train
+
+IDS = np.array([[1, 17, 250, 3, 99, 411, 7, 8, 300, 42, 5, 6]], np.int32)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """(base checkpoint, trained LoRA run) on tiny-llama (untied head, GQA)."""
+    root = tmp_path_factory.mktemp("lora_export")
+    cfg = get_preset("tiny-llama")
+    base = checkpoint.save_params(root / "base", cfg, nnx.state(build_model(cfg, seed=1)).to_pure_dict(),
+                                  tokenizer=asset_path("tiny_tokenizer"))
+    run = root / "run"
+    run_train(str(run), f"--config.init_from={base}", "--config.lora.rank=4", "--config.lora.alpha=8",
+              "--config.total_steps=6", "--config.save_every_steps=6", "--config.eval_every_steps=0",
+              "--config.learning_rate=1e-2", "--config.optimizer.warmup_steps=0", devices=1)
+    return base, run
+
+
+def our_logits(run) -> np.ndarray:
+    """Logits of the run's adapted model as the train step forms it (base + scale * A @ B)."""
+    from easylm_imitate.api import abstract_model
+    from easylm_imitate.lora.adapters import effective_params
+    from easylm_imitate.lora.load import read_run
+
+    _, _, cfg, spec, base, adapters = read_run(str(run))
+    graphdef, state = abstract_model(cfg)
+    state.replace_by_pure_dict(effective_params(base, adapters, spec, jnp.float32))
+    return np.asarray(nnx.merge(graphdef, state)(jnp.asarray(IDS)))
+
+
+def export(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "easylm_imitate.convert.checkpoint_to_hf", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def hf_logits(model) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(IDS.astype(np.int64))).logits.float().numpy()
+
+
+def test_merged_export_loads_in_transformers_with_our_logits(lora_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _, run = lora_run
+    refused = export(f"--checkpoint={run}", f"--out={tmp_path / 'plain'}")
+    assert refused.returncode == 1
+    assert "is a LoRA run: pass --merge_lora" in refused.stderr.strip().splitlines()[-1]
+    proc = export(f"--checkpoint={run}", f"--out={tmp_path / 'merged'}", "--merge_lora")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", torch_dtype=torch.float32).eval()
+    ours = our_logits(run)
+    frozen = np.asarray(easylm_imitate.load(str(lora_run[0]))[0](jnp.asarray(IDS)))
+    assert np.abs(ours - frozen).max() > 1e-3  # the adapters changed the model
+    np.testing.assert_allclose(hf_logits(hf), ours, atol=1e-4, rtol=0)
+
+
+def test_peft_export_loads_onto_the_hf_base_with_our_logits(lora_run, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from easylm_imitate.convert.hf_checkpoint import checkpoint_to_hf_dir
+
+    base, run = lora_run
+    checkpoint_to_hf_dir(str(base), str(tmp_path / "base_hf"))
+    proc = export(f"--checkpoint={run}", f"--out={tmp_path / 'adapter'}", "--peft")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json",
+                                                                       "adapter_model.safetensors"]
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "base_hf", torch_dtype=torch.float32).eval()
+    ours, base_only = our_logits(run), hf_logits(hf)
+    assert np.abs(base_only - ours).max() > 1e-3  # without the adapter the HF base is another model
+    peft_model = PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval()
+    np.testing.assert_allclose(hf_logits(peft_model), ours, atol=1e-4, rtol=0)
