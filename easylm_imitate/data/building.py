@@ -97,6 +97,7 @@ def build(sources: Sequence[P.SourceSpec], options: P.Options, counter: TokenCou
     ledger.record_step("dedup", convs, counter)
     convs = P.blocked_step(convs, options.blocked_phrases, ledger, progress)
     ledger.record_step("blocked", convs, counter)
+    convs = P.target_logprobs_step(convs, counter, ledger, progress)  # replies with the target's log-probs
     lap("dedup+blocked")
     decontamination = None
     if decontaminate is not None:

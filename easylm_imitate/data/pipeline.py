@@ -26,7 +26,7 @@ from easylm_imitate.data.progress import Progress, no_bars, track
 from easylm_imitate.data.readers import ConvertError, ReadOptions, convert, iter_items
 from easylm_imitate.data.tokens import TokenCounter
 
-STEPS = ("read", "parsed", "cleaned", "language", "dedup", "blocked", "held_out", "split", "mixed")
+STEPS = ("read", "parsed", "cleaned", "language", "dedup", "blocked", "target_logprobs", "held_out", "split", "mixed")
 
 
 @dataclasses.dataclass
@@ -249,6 +249,37 @@ def blocked_step(convs: Sequence[Conv], phrases: Sequence[str], ledger: Ledger,
             ledger.reject(conv, "blocked", "blocked_phrase", f"reply contains blocked phrase {phrase!r}")
             continue
         out.append(conv)
+    return out
+
+
+def target_logprobs_step(convs: Sequence[Conv], counter: TokenCounter, ledger: Ledger,
+                         progress: Progress = no_bars) -> list[Conv]:
+    """Drop (code `target_logprobs`) conversations whose `meta.target_logprobs` do not
+    reproduce the tokens of their replies under the build's template and tokenizer, as the
+    trainer would reject them (see data/target_logprobs.py). A target token the tokenizer does
+    not have raises `TokenizerMismatch` naming the record and token (another tokenizer).
+    Without such conversations, or with the approximate counter (no tokenizer), nothing is
+    checked and the step is not in the report."""
+    if counter.approx or not any(c.meta.get(tlp.KEY) is not None for c in convs):
+        return list(convs)
+    from easylm_imitate.data.templates import TemplateError
+
+    out = []
+    for conv in track(convs, progress, "target logprobs"):
+        if conv.meta.get(tlp.KEY) is not None:
+            record = conv.record()
+            try:
+                ids, mask = counter.template.render(record, counter.tokenizer)
+            except TemplateError:  # not this step's concern: the trainer reports it
+                ids = None
+            if ids is not None:
+                try:
+                    tlp.align(record, ids, mask, counter.tokenizer, top_k=20)
+                except tlp.AlignmentError as e:
+                    ledger.reject(conv, "target_logprobs", "target_logprobs", str(e))
+                    continue
+        out.append(conv)
+    ledger.record_step("target_logprobs", out, counter)
     return out
 
 

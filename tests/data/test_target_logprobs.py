@@ -140,3 +140,36 @@ def test_build_keeps_entries_in_step_with_split_and_cleaned_turns():
     pieces = P.split_step([conv], Counter(), block_length=6)
     assert [p.meta[tlp.KEY] for p in pieces] == [[["e1"]], [["e2"]], [["e3"]]]
     assert P.eval_record(conv)["meta"][tlp.KEY] == [["e1"]]
+
+
+def test_build_rejects_mismatched_replies_and_carries_the_rest(smollm2, tmp_path):
+    from easylm_imitate.data import building
+    from easylm_imitate.data.readers import ReadOptions
+    from easylm_imitate.data.tokens import TokenCounter
+
+    long = [(f"Question number {n} about the weather today?", f"Answer {n}: it is sunny and warm outside.")
+            for n in range(3)]
+    recs = [record("good", smollm2, long), record("bad", smollm2, [("Hi there, who are you?", "Hello there.")],
+                                                  split_first=True),
+            {"id": "plain", "source": "t", "turns": [{"role": "user", "text": "Is it raining in Paris now?"},
+                                                     {"role": "assistant", "text": "No, it is not."}], "meta": {}}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    options = P.Options(eval_num_prompts=0, languages=(), dedup="off", block_length=60, template="chatml")
+    spec = P.SourceSpec("canon", str(src), ReadOptions(kind="canonical"))
+    report = building.build([spec], options, TokenCounter("chatml", smollm2), str(tmp_path / "out"), log=lambda m: None)
+    rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["code"]) for r in rejects] == [("canon:bad", "target_logprobs")]
+    assert "tokenized differently" in rejects[0]["reason"]
+    assert report["accounting"]["balanced"] and report["steps"]["target_logprobs"]["canon"]["records"] == 2
+    train = [json.loads(x) for x in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    pieces = [r for r in train if r["id"].startswith("canon:good")]
+    assert len(pieces) > 1  # split into blocks, each with its own replies' entries
+    for piece in pieces:
+        replies = [t["text"] for t in piece["turns"] if t["role"] == "assistant"]
+        assert len(piece["meta"][tlp.KEY]) == len(replies)
+        assert ["".join(t["token"] for t in e[:-1]) for e in piece["meta"][tlp.KEY]] == replies
+    # the trainer takes the build's output as it is
+    loaded = _load(smollm2, train, tmp_path)
+    assert not loaded.rejects and (loaded.rows["distill_weights"] > 0).sum() == sum(
+        len(e) for r in train for e in r["meta"].get(tlp.KEY, []))
