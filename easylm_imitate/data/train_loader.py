@@ -57,7 +57,10 @@ def render_file(path: str, tokenizer, template, seq_length: int, seed: int, pad_
     from easylm_imitate.data.templates import TemplateError
     from easylm_imitate.train import distill as distill_lib
 
-    distilling = distill_lib.enabled(distill)
+    try:
+        distilling = distill_lib.enabled(distill)
+    except ValueError as e:  # a bad config.distill value: one line, as the other data errors
+        raise DataError(str(e)) from None
 
     pieces, rejects = [], []
     stats = PackStats()
