@@ -5,7 +5,9 @@ An experiment config (`configs/experiments/*.py`, ml_collections) has:
 - `bases.<b>`: `checkpoint` (a converted base model: `easylm_imitate.convert.*`),
   `train_config` (a training config file, e.g. configs/llama_7b_imitation.py), `tokenizer`
   (a tag substituted for `{tokenizer}` in data paths: token budgets count this model's
-  tokens, so each tokenizer has its own build), `params` (parameter count, for the report);
+  tokens, so each tokenizer has its own build), `params` (parameter count, for the report),
+  `lora` (config.lora fields its cells train with; `lora_variant` adds a LoRA/QLoRA copy of a
+  base, so LoRA settings are a cell axis);
 - `datasets.<d>`: `kind` none | budget | file. budget: `build_dir` (an output directory of
   `python -m easylm_imitate.data.build`) and `budget` (one of its --token_budgets, e.g.
   20M: the nested `train_<BUDGET>.jsonl` it wrote); file: `file` (any built canonical JSONL,
@@ -50,10 +52,25 @@ def new_experiment(name: str) -> ml_collections.ConfigDict:
     return c
 
 
-def base(checkpoint: str, train_config: str, tokenizer: str, params: float = 0.0) -> ml_collections.ConfigDict:
-    """A base model: converted checkpoint, training config file, tokenizer tag, parameter count."""
+def base(checkpoint: str, train_config: str, tokenizer: str, params: float = 0.0,
+         lora: dict | None = None) -> ml_collections.ConfigDict:
+    """A base model: converted checkpoint, training config file, tokenizer tag, parameter
+    count, and `lora` fields its cells train with (e.g. {"rank": 8}; empty: full fine-tuning)."""
     return ml_collections.ConfigDict({"checkpoint": checkpoint, "train_config": train_config,
-                                      "tokenizer": tokenizer, "params": float(params)})
+                                      "tokenizer": tokenizer, "params": float(params),
+                                      "lora": ml_collections.ConfigDict(dict(lora or {}))})
+
+
+def lora_variant(c: ml_collections.ConfigDict, base_name: str, name: str, **lora) -> str:
+    """Add base `<base_name>_<name>`: `base_name`'s checkpoint and training config, trained
+    with these `config.lora` fields (e.g. rank=16, base_dtype="nf4"). LoRA settings are then a
+    cell axis like any base (`add_cells(c, bases=[...])`), reported as their own base model.
+    Returns the new base's name."""
+    b = c.bases[base_name]
+    variant = f"{base_name}_{name}"
+    c.bases[variant] = base(b.checkpoint, b.train_config, b.tokenizer, b.params,
+                            lora={**dict(b.get("lora") or {}), **lora})
+    return variant
 
 
 def dataset(kind: str, build_dir: str = "", budget: str = "", file: str = "") -> ml_collections.ConfigDict:
@@ -100,6 +117,11 @@ def add_cells(c: ml_collections.ConfigDict, bases=None, datasets=None, seeds=(0,
             for seed in seeds:
                 cell = ml_collections.ConfigDict({"base": b, "data": d, "seed": int(seed)})
                 cell.train = load_train_config(c.bases[b].train_config)
+                for key, value in dict(c.bases[b].get("lora") or {}).items():
+                    if key not in cell.train.lora:
+                        raise ValueError(f"config.bases.{b}.lora.{key}: not a lora field "
+                                         f"({', '.join(cell.train.lora)})")
+                    cell.train.lora[key] = value
                 c.cells[cell_name(b, d, seed)] = cell
 
 
