@@ -1,55 +1,156 @@
-"""Attention: masks, grouped-query softmax attention (head-major batched matmuls), the
-causal query-chunked variant for training, and attention over a head-major KV cache.
+"""Attention: the mask, the `model.attention` seam, grouped-query softmax attention
+(head-major batched matmuls), the causal query-chunked variant for training, and attention
+over a head-major KV cache.
 
-The XLA path has a hand-written backward pass in the manner of flash attention: it keeps the
-inputs, the output and each query's log-sum-exp, and recomputes the probabilities."""
+`model.attention` picks the kernel (`resolve_impl` turns `auto` into one of the others):
+
+- `xla`: explicit einsums with a float32 softmax; causal self-attention goes in query chunks
+  that skip the all-masked blocks, with a hand-written backward pass in the manner of flash
+  attention (it keeps the inputs, the output and each query's log-sum-exp, and recomputes
+  the probabilities). Runs everywhere; the CPU default.
+- `dot_product`: `jax.nn.dot_product_attention` compiled by XLA (the full score matrix,
+  JAX's own autodiff).
+- `cudnn`: cuDNN flash attention (GPU, bfloat16/float16): causal mask type with packed
+  segments as run lengths/offsets (`cudnn.py`), so the masked blocks are skipped.
+- `splash`: the Pallas splash-attention kernel (TPU): causal block mask with segment ids
+  (`splash.py`).
+- `auto`: TPU -> splash; GPU -> cudnn for bfloat16/float16 inputs, else xla; CPU -> xla.
+
+`cudnn` and `splash` are kernels for self-attention without a cache (training, evaluation,
+scoring); attention over a KV cache (sampling) runs the xla path for them.
+"""
 
 from __future__ import annotations
 
 import functools
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 NEG_INF = -1e30
 # Query chunk of `causal_self_attention` (128 measured best for 512 tokens on CPU).
 CAUSAL_CHUNK = 128
+IMPLS = ("xla", "dot_product", "cudnn", "splash")
+# Backends each kernel runs on (None: all).
+_BACKENDS = {"cudnn": ("gpu", "cuda"), "splash": ("tpu",)}
+_HALF = (jnp.bfloat16, jnp.float16)
+
+
+def resolve_impl(impl: str, backend: str, dtype) -> str:
+    """The attention implementation `model.attention = impl` runs on `backend` ('cpu', 'gpu'/
+    'cuda', 'tpu') for inputs of `dtype`: `auto` -> `splash` on TPU, `cudnn` on GPU for
+    bfloat16/float16 (cuDNN's flash kernel takes no float32), `xla` otherwise; any other
+    setting is returned as is after checking it can run there (ValueError naming
+    `model.attention` and the backend if not)."""
+    if impl == "auto":
+        if backend == "tpu":
+            return "splash"
+        if backend in _BACKENDS["cudnn"] and jnp.dtype(dtype) in map(jnp.dtype, _HALF):
+            return "cudnn"
+        return "xla"
+    if impl not in IMPLS:
+        raise ValueError(f"model.attention: unknown implementation {impl!r} (expected one of {IMPLS + ('auto',)})")
+    allowed = _BACKENDS.get(impl)
+    if allowed is not None and backend not in allowed:
+        raise ValueError(f"model.attention={impl!r} needs a {allowed[0].upper()} backend, but this program runs on "
+                         f"{backend!r}; use 'auto' (or 'xla') here")
+    if impl == "cudnn" and jnp.dtype(dtype) not in map(jnp.dtype, _HALF):
+        raise ValueError(f"model.attention='cudnn' needs bfloat16/float16 inputs, got {jnp.dtype(dtype).name}; "
+                         "set model.dtype=bfloat16 or use 'auto'")
+    return impl
+
+
+def current_backend() -> str:
+    """The platform being compiled for: the active mesh's devices (a TPU topology under
+    `--compile_only --compile_topology`, on any host), else JAX's default backend."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty:
+        return mesh.abstract_device.platform
+    return jax.default_backend()
+
+
+@flax.struct.dataclass
+class AttentionMask:
+    """Which keys each query may read: causal over slots (positions in the possibly cached
+    sequence buffer) and same segment only (segment 0 marks padding, which real tokens never
+    attend to). Kernels read the slots/segments; `dense()` builds the boolean matrix."""
+
+    q_slots: jax.Array  # [B, Tq]
+    kv_slots: jax.Array  # [B, Tk]
+    q_segments: jax.Array  # [B, Tq]
+    kv_segments: jax.Array  # [B, Tk]
+
+    def dense(self) -> jax.Array:
+        """Boolean mask [B, 1, Tq, Tk]."""
+        causal = self.q_slots[:, :, None] >= self.kv_slots[:, None, :]
+        same = self.q_segments[:, :, None] == self.kv_segments[:, None, :]
+        return (causal & same)[:, None, :, :]
+
+    def block(self, q_stop: int, q_start: int = 0, kv_stop: int | None = None) -> "AttentionMask":
+        """The mask of queries [q_start, q_stop) against keys [0, kv_stop)."""
+        return AttentionMask(self.q_slots[:, q_start:q_stop], self.kv_slots[:, :kv_stop],
+                             self.q_segments[:, q_start:q_stop], self.kv_segments[:, :kv_stop])
 
 
 def attention_mask(q_slots: jax.Array, kv_slots: jax.Array, q_segments: jax.Array,
-                   kv_segments: jax.Array) -> jax.Array:
-    """Boolean mask [B, 1, Tq, Tk]: causal over slots and same segment only.
-
-    Slots are positions in the (possibly cached) sequence buffer; segment 0 marks padding,
-    which real tokens never attend to.
-    """
-    causal = q_slots[:, :, None] >= kv_slots[:, None, :]
-    same = q_segments[:, :, None] == kv_segments[:, None, :]
-    return (causal & same)[:, None, :, :]
+                   kv_segments: jax.Array) -> AttentionMask:
+    """The mask for queries at `q_slots` [B,Tq] reading keys at `kv_slots` [B,Tk] (slots are
+    positions in the possibly cached sequence buffer), with their segment ids (0 = padding):
+    causal over slots, same segment only. A pytree (no [B,1,Tq,Tk] array is built here)."""
+    return AttentionMask(q_slots, kv_slots, q_segments, kv_segments)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str) -> jax.Array:
-    """Grouped-query attention. q [B,Tq,H,D], k/v [B,Tk,Hkv,D], mask [B,1,Tq,Tk] -> [B,Tq,H,D].
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, impl: str) -> jax.Array:
+    """Grouped-query attention under any mask. q [B,Tq,H,D], k/v [B,Tk,Hkv,D] -> [B,Tq,H,D].
 
-    `impl` is 'xla' (explicit einsums with a float32 softmax), 'dot_product'
-    (`jax.nn.dot_product_attention` compiled by XLA on every backend: the full score matrix,
-    JAX's own autodiff) or 'cudnn' (the same function's cuDNN flash-attention kernel: GPU
-    only, bfloat16/float16 inputs). JAX does not pick cuDNN by itself: its default
-    implementation is XLA, so GPU runs that want the fused kernel ask for 'cudnn'.
+    `impl` 'xla' (explicit einsums, float32 softmax), 'dot_product' or 'cudnn'
+    (`jax.nn.dot_product_attention` asked for that implementation by name, with the dense
+    mask: JAX's default is XLA, it never picks cuDNN by itself). Causal self-attention
+    wants `causal_self_attention`, which can skip masked blocks.
     """
     if impl in ("dot_product", "cudnn"):
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=q.shape[-1] ** -0.5,
+        return jax.nn.dot_product_attention(q, k, v, mask=mask.dense(), scale=q.shape[-1] ** -0.5,
                                             implementation="cudnn" if impl == "cudnn" else "xla")
     qh, kh, vh = _to_head_major(q, k, v)
-    return _from_head_major(_head_major_attention(qh, kh, vh, mask))
+    return _from_head_major(_head_major_attention(qh, kh, vh, mask.dense()))
 
 
-def cached_kv_attention(q: jax.Array, kh: jax.Array, vh: jax.Array, mask: jax.Array, impl: str) -> jax.Array:
+def cached_kv_attention(q: jax.Array, kh: jax.Array, vh: jax.Array, mask: AttentionMask, impl: str) -> jax.Array:
     """`attention` with keys/values already head-major, as a KV cache stores them:
-    q [B,Tq,H,D], kh/vh [B,Hkv,Tk,D] -> [B,Tq,H,D]."""
-    if impl != "xla":
+    q [B,Tq,H,D], kh/vh [B,Hkv,Tk,D] -> [B,Tq,H,D]. `dot_product` runs as named; `cudnn`,
+    `splash` (and `auto`) run the xla path: cache reads are not causal by buffer index."""
+    if resolve_impl(impl, current_backend(), q.dtype) == "dot_product":
         return attention(q, kh.transpose(0, 2, 1, 3), vh.transpose(0, 2, 1, 3), mask, impl)
-    return _from_head_major(_head_major_attention(_queries_head_major(q, kh.shape[1]), kh, vh, mask))
+    return _from_head_major(_head_major_attention(_queries_head_major(q, kh.shape[1]), kh, vh, mask.dense()))
+
+
+def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, impl: str,
+                          chunk: int = CAUSAL_CHUNK) -> jax.Array:
+    """Self-attention over one sequence buffer (no cache: query i is slot i), q [B,T,H,D],
+    k/v [B,T,Hkv,D] -> [B,T,H,D], with `impl` resolved for the backend being compiled for.
+
+    `xla` exploits the causal structure: queries go in chunks of `chunk`, and each chunk only
+    computes scores against the keys up to its own end. That skips the all-masked upper
+    blocks (close to half the score and value FLOPs at long lengths) and keeps the score
+    tensors small. Lengths not a multiple of `chunk` above it use `attention` whole, as do
+    `splash` lengths the kernel does not tile (not a multiple of 128).
+    """
+    impl = resolve_impl(impl, current_backend(), q.dtype)
+    t = q.shape[1]
+    if impl == "splash":
+        from easylm_imitate.models import splash
+
+        if splash.supports_length(t):
+            return splash.causal_attention(q, k, v, mask.q_segments)
+        impl = "xla"
+    if impl == "cudnn":
+        from easylm_imitate.models import cudnn
+
+        return cudnn.causal_attention(q, k, v, mask.q_segments, mask.dense)
+    if impl != "xla" or t <= chunk or t % chunk:
+        return attention(q, k, v, mask, impl)
+    return _from_head_major(_causal_chunked_attention(*_to_head_major(q, k, v), mask, chunk))
 
 
 def _queries_head_major(q, hkv: int):
@@ -136,21 +237,6 @@ def _attention_grads(qs, kh, vh, mask, lse, out, g):
 _head_major_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str,
-                          chunk: int = CAUSAL_CHUNK) -> jax.Array:
-    """`attention` for self-attention over one sequence buffer (no cache: query i is slot i),
-    with the causal structure exploited: queries go in chunks of `chunk`, and each chunk only
-    computes scores against the keys up to its own end. That skips the all-masked upper
-    blocks (close to half the score and value FLOPs at long lengths) and keeps the score
-    tensors small. `mask` must be causal over slots, as `attention_mask` makes it. Other
-    implementations, and lengths not a multiple of `chunk` above it, use `attention` whole.
-    """
-    t = q.shape[1]
-    if impl != "xla" or t <= chunk or t % chunk:
-        return attention(q, k, v, mask, impl)
-    return _from_head_major(_causal_chunked_attention(*_to_head_major(q, k, v), mask, chunk))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _causal_chunked_attention(qh, kh, vh, mask, chunk):
     return _causal_chunked_fwd(qh, kh, vh, mask, chunk)[0]
@@ -162,7 +248,7 @@ def _causal_chunked_fwd(qh, kh, vh, mask, chunk):
     outs, lses = [], []
     for s in range(0, qh.shape[3], chunk):
         out, lse = _attention_forward(qs[:, :, :, s:s + chunk], kh[:, :, :s + chunk], vh[:, :, :s + chunk],
-                                      mask[:, :, s:s + chunk, :s + chunk])
+                                      mask.block(s + chunk, s, s + chunk).dense())
         outs.append(out)
         lses.append(lse)
     out = jnp.concatenate(outs, axis=3)
@@ -176,7 +262,7 @@ def _causal_chunked_bwd(chunk, residuals, g):
     dk, dv = jnp.zeros(kh.shape, jnp.float32), jnp.zeros(vh.shape, jnp.float32)
     for i, s in enumerate(range(0, qh.shape[3], chunk)):
         e = s + chunk
-        dq_i, dk_i, dv_i = _attention_grads(qs[:, :, :, s:e], kh[:, :, :e], vh[:, :, :e], mask[:, :, s:e, :e],
+        dq_i, dk_i, dv_i = _attention_grads(qs[:, :, :, s:e], kh[:, :, :e], vh[:, :, :e], mask.block(e, s, e).dense(),
                                             lses[i], out[:, :, :, s:e], g[:, :, :, s:e])
         dqs.append(dq_i)
         dk = dk.at[:, :, :e].add(dk_i)
