@@ -16,7 +16,7 @@ def imitation_config(preset: str, mesh: str, remat: str):
     c.model.preset = preset
     c.model.dtype = "bfloat16"
     c.model.remat = remat
-    c.model.attention = "dot_product"
+    c.model.attention = "auto"  # splash on TPU, cudnn on GPU (bfloat16), xla on CPU
     c.data.template = "paper"
     c.data.train_file = ""  # required: canonical JSONL from easylm_imitate.data.build
     c.init_from = ""  # required: a converted base model (easylm_imitate.convert.hf_to_checkpoint)

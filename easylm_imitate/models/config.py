@@ -36,6 +36,8 @@ class ModelConfig:
     # Runtime options.
     dtype: str = "float32"  # compute dtype; parameters stay float32
     remat: str = "none"
+    # xla | dot_product | cudnn | splash | auto: which attention kernel runs (models/attention.py;
+    # auto = splash on TPU, cudnn on GPU for bfloat16/float16, else xla: `attention.resolve_impl`).
     attention: str = "xla"
 
     def __post_init__(self):

@@ -38,7 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.preset = "tiny-llama"  # ignored when init_from gives the model
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
     c.model.remat = "none"  # none | full | save_dots | save_dots_no_batch
-    c.model.attention = "xla"  # xla | dot_product | cudnn
+    c.model.attention = "xla"  # xla | dot_product | cudnn | splash | auto (models/attention.py)
 
     c.data = ml_collections.ConfigDict()
     c.data.train_file = ""
