@@ -86,7 +86,7 @@ class BatchClient:
         self._live_stats("from_journal", len(from_journal))
         stopped = False
         for round_no in range(self.max_rounds):
-            pending = [k for k in dict.fromkeys(keys) if k not in self.journal.get_many([k])]
+            pending = self._unanswered(keys)
             if not pending or (round_no > 0 and self.fallback == "live"):
                 break
             jobs, stopped = self._submit(pending, by_key)
@@ -94,12 +94,12 @@ class BatchClient:
                 errors.update(self._finish(job))
             if stopped and not jobs:  # the cap left no room even for one line
                 break
-        pending = [k for k in dict.fromkeys(keys) if k not in self.journal.get_many([k])]
+        pending = self._unanswered(keys)
         if pending and self.fallback == "live" and not stopped:
             for result in self.live.chat([by_key[k] for k in pending]):  # raises BudgetExhausted at the cap
                 if result.error:
                     errors[result.key] = result.error
-        if stopped:
+        if stopped and pending:
             raise BudgetExhausted(self.budget.stop_message())
         known = self.journal.get_many(keys)
         results = []
@@ -135,6 +135,11 @@ class BatchClient:
         self.close()
 
     # ---- internals ----------------------------------------------------------------------------
+    def _unanswered(self, keys: list[str]) -> list[str]:
+        """The distinct `keys` the journal holds no answer for, in order."""
+        known = self.journal.get_many(keys)
+        return [k for k in dict.fromkeys(keys) if k not in known]
+
     def _live_stats(self, field: str, n: int) -> None:
         self.live._stats[field] += n
 
