@@ -90,3 +90,20 @@ def test_peft_export_loads_onto_the_hf_base_with_our_logits(lora_run, tmp_path):
     assert np.abs(base_only - ours).max() > 1e-3  # without the adapter the HF base is another model
     peft_model = PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval()
     np.testing.assert_allclose(hf_logits(peft_model), ours, atol=1e-4, rtol=0)
+
+
+def test_eval_backend_and_sharded_load_take_the_lora_run_directory(lora_run):
+    import jax
+
+    from easylm_imitate import parallel
+    from easylm_imitate.evaluation.checkpoint_backend import CheckpointBackend
+
+    base, run = lora_run
+    mesh = parallel.make_mesh("dp:1,fsdp:2,tp:1", jax.devices()[:2])
+    sharded, _ = easylm_imitate.load(str(run), mesh=mesh)
+    np.testing.assert_allclose(np.asarray(sharded(jnp.asarray(IDS))), our_logits(run), atol=1e-5, rtol=0)
+    backend = CheckpointBackend(str(run), batch_size=2)  # what the eval binaries and the server load through
+    frozen = CheckpointBackend(str(base), batch_size=2)
+    request = [("Hello there", " friend")]
+    ours, theirs = backend.loglikelihood(request)[0][0], frozen.loglikelihood(request)[0][0]
+    assert ours != theirs  # the backend scores with the adapted model, not the base
