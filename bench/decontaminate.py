@@ -79,10 +79,10 @@ def write_mmlu(directory: str, train_jsonl: str, seed: int = 0) -> set[str]:
     return {cid for cid, _ in planted}
 
 
-def step_seconds(stdout: str, name: str) -> float:
-    """A step's seconds from the binary's closing `wrote ... in Ns (step Xs, ...)` line."""
-    match = re.search(rf"\b{re.escape(name)} ([\d.]+)s", stdout.split("\nwrote ")[-1])
-    return float(match.group(1)) if match else 0.0
+def step_seconds(stdout: str) -> dict[str, float]:
+    """Seconds per step from the binary's closing `wrote ... in Ns (step Xs, ...)` line."""
+    tail = stdout.split("\nwrote ")[-1]
+    return {name: float(sec) for name, sec in re.findall(r"([\w+]+) ([\d.]+)s", tail.split(" (", 1)[-1])}
 
 
 def main() -> None:
@@ -91,13 +91,14 @@ def main() -> None:
     p.add_argument("--out", default="", help="work directory (default: a temporary one)")
     args = p.parse_args()
     work = args.out or tempfile.mkdtemp(prefix="bench_decontaminate_")
-    plain_wall, _ = run_build(os.path.join(work, "plain"), args.token_counter, [])
+    plain_wall, plain_out = run_build(os.path.join(work, "plain"), args.token_counter, [])
     mmlu_dir = os.path.join(work, "mmlu")
     planted = write_mmlu(mmlu_dir, os.path.join(work, "plain", "train.jsonl"))
     wall, stdout = run_build(os.path.join(work, "decontaminated"), args.token_counter,
                              [f"--decontaminate=humaneval,mmlu:{mmlu_dir}"])
     load = float(re.search(r"decontaminate: loaded in ([\d.]+)s", stdout).group(1))
-    scan = step_seconds(stdout, "decontaminate")
+    steps, plain_steps = step_seconds(stdout), step_seconds(plain_out)
+    scan = steps.get("decontaminate", 0.0)
     with open(os.path.join(work, "decontaminated", "report.json"), encoding="utf-8") as f:
         report = json.load(f)
     with open(os.path.join(work, "decontaminated", "rejects.jsonl"), encoding="utf-8") as f:
@@ -113,6 +114,8 @@ def main() -> None:
           f"(difference {wall - plain_wall:+.1f} s); in the binary: load {load:.1f} s + scan {scan:.1f} s "
           f"= {load + scan:.1f} s; {report['steps']['blocked']['sharegpt']['records']} conversations scanned, "
           f"{dec['records_dropped']} dropped; planted {len(planted)}, missed {len(missed)}")
+    print("seconds per step (plain -> with --decontaminate): " + ", ".join(
+        f"{k} {plain_steps.get(k, 0):.1f} -> {v:.1f}" for k, v in steps.items()))
     if missed:
         raise SystemExit(f"planted MMLU questions not found in: {sorted(missed)}")
 

@@ -200,10 +200,11 @@ def decontaminate_step(convs: Sequence[P.Conv], index: NgramIndex, ledger: P.Led
                 first = next(overlaps[name] for name in index.names if name in overlaps)
                 stats[first.benchmark]["records_dropped"] += 1
                 ledger.rejects.append(OverlapReject(
-                    conv.meta.get("file", ""), conv.meta.get("line", 0), conv.source, "decontaminated",
-                    "benchmark_overlap",
-                    f"shares a {index.n}-word n-gram with {first.benchmark} item {first.item!r}: \"{first.ngram}\"",
-                    conv.id, first.benchmark, first.item, first.ngram))
+                    file=conv.meta.get("file", ""), line=conv.meta.get("line", 0), source=conv.source,
+                    step="decontaminated", code="benchmark_overlap",
+                    reason=f"shares a {index.n}-word n-gram with {first.benchmark} item {first.item!r}: "
+                           f"\"{first.ngram}\"",
+                    id=conv.id, benchmark=first.benchmark, item=first.item, ngram=first.ngram))
             bar.update(len(batch))
     report = {"ngram": index.n, "normalisation": NORMALISATION, "benchmarks": stats,
               "records_dropped": len(convs) - len(kept)}

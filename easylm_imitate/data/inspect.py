@@ -300,8 +300,9 @@ def main(argv) -> None:
             r = inspect_ids(r.label, ids, mask, tokenizer)
         shown.append(r)
     color = f.color == "always" or (f.color == "auto" and sys.stdout.isatty())
+    marks = "coloured" if color else f"in {PLAIN_OPEN}{PLAIN_CLOSE}"
     print(f"{path}: template {config.data.template}, tokenizer {getattr(tokenizer, 'name_or_path', '') or '?'}; "
-          + ("tokens that carry loss are coloured" if color else f"tokens that carry loss are in {PLAIN_OPEN}{PLAIN_CLOSE}"))
+          f"tokens that carry loss are {marks}")
     for r in shown:
         print()
         print(format_terminal(r, color, f.max_tokens, tokenizer))
@@ -323,7 +324,8 @@ def _define_flags():
     flags.DEFINE_integer("index", 0, "First record shown (0-based, in file order).")
     flags.DEFINE_integer("count", 3, "Records shown (default 3; 1 when --index is given).")
     flags.DEFINE_string("html", None, "Also write the shown records as HTML with the loss tokens highlighted.")
-    flags.DEFINE_enum("color", "auto", ["auto", "always", "never"], "Terminal colour (auto: when stdout is a terminal).")
+    flags.DEFINE_enum("color", "auto", ["auto", "always", "never"],
+                      "Terminal colour (auto: when stdout is a terminal).")
     flags.DEFINE_integer("max_tokens", 0, "Show at most this many tokens of each record (0 = all).")
     flags.DEFINE_integer("summary_records", 0, "Records counted in the summary (0 = every record of the file).")
     return config

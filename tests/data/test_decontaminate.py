@@ -59,13 +59,8 @@ def _conv(cid, user, reply, system=None):
 def _corpus(tmp_path):
     rng = random.Random(3)
     rows = sharegpt_rows(rng, 30)
-    planted = {  # id -> (benchmark that rejects it, benchmarks it overlaps)
-        "he": ("humaneval", {"humaneval"}),
-        "mmlu": ("mmlu", {"mmlu"}),
-        "nq": ("nq", {"nq"}),
-        "file": ("items", {"items"}),
-        "both": ("mmlu", {"mmlu", "items"}),
-    }
+    # id -> the benchmark that rejects it ("both" overlaps mmlu and the items file: the first named wins)
+    planted = {"he": "humaneval", "mmlu": "mmlu", "nq": "nq", "file": "items", "both": "mmlu"}
     rows += [
         _conv("he", "Can you finish this function for me please, I am stuck with it?",
               "Sure, here it is:\n```python\n" + HUMANEVAL_0_SOLUTION + "```\nThis compares every pair."),
@@ -105,7 +100,7 @@ def test_exactly_the_overlapping_conversations_are_dropped_with_their_reasons(tm
     rejects = [r for r in read_jsonl(out / "rejects.jsonl") if r["code"] == "benchmark_overlap"]
     by_id = {r["id"].split(":", 1)[1]: r for r in rejects}
     assert set(by_id) == set(planted)
-    for rid, (benchmark, _) in planted.items():
+    for rid, benchmark in planted.items():
         r = by_id[rid]
         assert r["benchmark"] == (items_name if benchmark == "items" else benchmark), r
         assert r["step"] == "decontaminated" and r["item"] in r["reason"] and r["ngram"] in r["reason"]
@@ -119,7 +114,8 @@ def test_exactly_the_overlapping_conversations_are_dropped_with_their_reasons(tm
     assert by_id["nq"]["item"] == "validation/0"
     assert by_id["file"]["item"] == "fox-1"
 
-    kept_ids = {r["id"].split(":", 1)[1] for r in read_jsonl(out / "train.jsonl") + read_jsonl(out / "eval_prompts.jsonl")}
+    written = read_jsonl(out / "train.jsonl") + read_jsonl(out / "eval_prompts.jsonl")
+    kept_ids = {r["id"].split(":", 1)[1] for r in written}
     assert set(kept) <= kept_ids  # 12 shared words, a short item, a system prompt: kept
     assert not set(planted) & kept_ids
 
