@@ -65,9 +65,8 @@ def current_backend() -> str:
     """The platform being compiled for: the active mesh's devices (a TPU topology under
     `--compile_only --compile_topology`, on any host), else JAX's default backend."""
     mesh = jax.sharding.get_abstract_mesh()
-    if not mesh.empty:
-        return mesh.abstract_device.platform
-    return jax.default_backend()
+    device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+    return device.platform if device is not None else jax.default_backend()
 
 
 @flax.struct.dataclass
@@ -119,7 +118,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, imp
 def cached_kv_attention(q: jax.Array, kh: jax.Array, vh: jax.Array, mask: AttentionMask, impl: str) -> jax.Array:
     """`attention` with keys/values already head-major, as a KV cache stores them:
     q [B,Tq,H,D], kh/vh [B,Hkv,Tk,D] -> [B,Tq,H,D]. `dot_product` runs as named; `cudnn`,
-    `splash` (and `auto`) run the xla path: cache reads are not causal by buffer index."""
+    `splash` (and `auto`) run the xla path: their kernels here take self-attention over one
+    buffer (query i at slot i), and decoding reads a few queries against the whole cache."""
     if resolve_impl(impl, current_backend(), q.dtype) == "dot_product":
         return attention(q, kh.transpose(0, 2, 1, 3), vh.transpose(0, 2, 1, 3), mask, impl)
     return _from_head_major(_head_major_attention(_queries_head_major(q, kh.shape[1]), kh, vh, mask.dense()))
