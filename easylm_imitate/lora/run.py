@@ -134,27 +134,49 @@ def _check_run_base(workdir: str, fingerprint: str, base_path: str) -> None:
                               f"(fingerprint {fingerprint}, run {saved}); resume with the original init_from")
 
 
-def setup(config, cfg: ModelConfig, total_steps: int, mesh, workdir: str, log=print) -> LoraRun:
-    """Read and store the base, check it against the run's checkpoints, build the layout,
-    optimizer (weight decay on every adapter) and steps of a LoRA run."""
-    if not config.init_from:
-        raise LoraConfigError("lora.rank > 0 needs init_from: the base checkpoint (or run) whose weights stay frozen")
+@dataclasses.dataclass
+class LoraPlan:
+    """The shapes and shardings of a LoRA run, known before any weight is read."""
+
+    spec: LoraSpec
+    base_lay: object  # state.StateLayout of the full model (the base's float layout)
+    stored_abstract: dict  # ShapeDtypeStructs of the stored (possibly quantised) base
+    base_shardings: dict
+    optimizer: optax.GradientTransformation
+    schedule: optax.Schedule
+    lay: object  # state.StateLayout of the adapters
+
+
+def plan(config, cfg: ModelConfig, total_steps: int, mesh) -> LoraPlan:
+    """Spec, layouts, stored-base shapes and optimizer (weight decay on every adapter) of a
+    LoRA run of `cfg` on `mesh`; LoraConfigError naming a bad `config.lora` field."""
     spec = adapters_lib.make_spec(config.lora, projections(cfg))
     base_lay = state_lib.layout(cfg, optax.identity(), mesh, config.sharding_rules)
-    float_params = state_lib.params_from(config.init_from, base_lay)
-    base_path = os.path.abspath(config.init_from)
-    fingerprint = base_fingerprint(float_params)
-    _check_run_base(workdir, fingerprint, base_path)
     stored_abstract = jax.eval_shape(lambda p: adapters_lib.store_base(p, spec), base_lay.params_shapes)
     shardings = base_shardings(stored_abstract, base_lay.params_shardings, mesh, config.sharding_rules)
-    base = jax.jit(lambda p: adapters_lib.store_base(p, spec), out_shardings=shardings)(float_params)
-    del float_params
     axes = adapters_lib.adapter_axes(spec)
     mask = jax.tree.map(lambda _: True, axes, is_leaf=lambda x: isinstance(x, tuple))
     optimizer, schedule = optim.make_optimizer(config.optimizer, total_steps, mask)
     lay = adapter_layout(base_lay, spec, optimizer, mesh, config.sharding_rules)
-    n_adapter = sum(s.size for s in jax.tree.leaves(lay.params_shapes))
+    return LoraPlan(spec, base_lay, stored_abstract, shardings, optimizer, schedule, lay)
+
+
+def setup(config, cfg: ModelConfig, total_steps: int, mesh, workdir: str, log=print) -> LoraRun:
+    """Read and store the base, check it against the run's checkpoints, build the layout,
+    optimizer and steps of a LoRA run (see `plan`)."""
+    if not config.init_from:
+        raise LoraConfigError("lora.rank > 0 needs init_from: the base checkpoint (or run) whose weights stay frozen")
+    p = plan(config, cfg, total_steps, mesh)
+    float_params = state_lib.params_from(config.init_from, p.base_lay)
+    base_path = os.path.abspath(config.init_from)
+    fingerprint = base_fingerprint(float_params)
+    _check_run_base(workdir, fingerprint, base_path)
+    base = jax.jit(lambda w: adapters_lib.store_base(w, p.spec), out_shardings=p.base_shardings)(float_params)
+    del float_params
+    spec = p.spec
+    n_adapter = sum(s.size for s in jax.tree.leaves(p.lay.params_shapes))
     log(f"lora: rank {spec.rank}, alpha {spec.alpha} on {len(spec.targets)} projections "
-        f"({', '.join(sorted({p.name for p in spec.targets}))}): {n_adapter / 1e6:.3f}M trainable parameters; "
+        f"({', '.join(sorted({t.name for t in spec.targets}))}): {n_adapter / 1e6:.3f}M trainable parameters; "
         f"base {base_path} (fingerprint {fingerprint}) stored as {spec.base_dtype}")
-    return LoraRun(spec, lay, base, shardings, optimizer, schedule, base_path, fingerprint, config.model.dtype, mesh)
+    return LoraRun(spec, p.lay, base, p.base_shardings, p.optimizer, p.schedule, base_path, fingerprint,
+                   config.model.dtype, mesh)

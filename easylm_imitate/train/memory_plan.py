@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from easylm_imitate import parallel
+from easylm_imitate.lora import adapters as lora_adapters
 from easylm_imitate.train import state as state_lib
 
 GIB = 1024 ** 3
@@ -56,11 +57,18 @@ class MemoryPlan:
     # Parameter dimensions the sharding rules name but the mesh cannot split evenly.
     unsplit: list[str] = dataclasses.field(default_factory=list)
     model: str = ""  # which model, its size and the batch, e.g. "preset smollm2-135m: 134.5M params, ..."
+    frozen_bytes: int = 0  # LoRA: the frozen (possibly quantised) base; `params` are then the adapters
+
+    def _param_lines(self, g) -> list[str]:
+        frozen = [f"  frozen base       {g(self.frozen_bytes)} per device"] if self.frozen_bytes else []
+        label = "adapters         " if self.frozen_bytes else "parameters       "
+        return [*frozen, f"  {label} {g(self.params_bytes)} per device",
+                f"  optimizer state   {g(self.opt_state_bytes)} per device"]
 
     @property
     def peak_bytes(self) -> int:
         """Arguments + temporaries + outputs not aliased to (donated) arguments."""
-        args = self.params_bytes + self.opt_state_bytes + self.batch_bytes
+        args = self.frozen_bytes + self.params_bytes + self.opt_state_bytes + self.batch_bytes
         return args + self.temp_bytes + max(self.output_bytes - self.alias_bytes, 0) + self.code_bytes
 
     def render(self) -> str:
@@ -70,13 +78,10 @@ class MemoryPlan:
         model = [f"  model             {self.model}"] if self.model else []
         if self.error:
             return "\n".join([f"DOES NOT FIT on {self.target} ({self.devices} devices, mesh {self.mesh}):",
-                              *model,
-                              f"  parameters        {g(self.params_bytes)} per device",
-                              f"  optimizer state   {g(self.opt_state_bytes)} per device",
+                              *model, *self._param_lines(g),
                               f"  compiler: {self.error}", *unsplit])
         lines = [f"memory plan for {self.target}: {self.devices} devices, mesh {self.mesh}", *model,
-                 f"  parameters        {g(self.params_bytes)} per device",
-                 f"  optimizer state   {g(self.opt_state_bytes)} per device",
+                 *self._param_lines(g),
                  f"  batch             {g(self.batch_bytes)} per device",
                  f"  activations+temp  {g(self.temp_bytes)} per device",
                  f"  outputs (donated) {g(max(self.output_bytes - self.alias_bytes, 0))} per device",
@@ -125,7 +130,10 @@ def _capacity(devices) -> int | None:
 def describe_model(config, cfg) -> str:
     """Which model a plan is for (the checkpoint or the preset), its size and the step's batch."""
     source = f"from {config.init_from}" if config.init_from else f"preset {config.model.preset}"
-    return (f"{source}: {cfg.num_params() / 1e6:,.1f}M params, {cfg.dtype} compute, remat {cfg.remat}; "
+    lora = config.get("lora")
+    tuned = (f"LoRA rank {lora.rank} on {lora.targets}, base {lora.base_dtype}; " if lora is not None and lora.rank
+             else "")
+    return (f"{source}: {cfg.num_params() / 1e6:,.1f}M params, {tuned}{cfg.dtype} compute, remat {cfg.remat}; "
             f"batch {config.batch_size} x {config.seq_length} tokens, grad_accum_steps {config.grad_accum_steps}")
 
 
@@ -142,8 +150,15 @@ def plan(config, topology: str = "") -> MemoryPlan:
     parallel.check_batch_fits_mesh(config.batch_size, config.grad_accum_steps, mesh)
     cfg = state_lib.model_config(config)
     total_steps = config.total_steps or 1000
-    optimizer, schedule = state_lib.build_optimizer(config, cfg, total_steps)
-    lay = state_lib.layout(cfg, optimizer, mesh, config.sharding_rules)
+    lora_plan = None
+    if lora_adapters.enabled(config):  # the adapters are the trained params; the base is a frozen argument
+        from easylm_imitate.lora import run as lora_run
+
+        lora_plan = lora_run.plan(config, cfg, total_steps, mesh)
+        optimizer, schedule, lay = lora_plan.optimizer, lora_plan.schedule, lora_plan.lay
+    else:
+        optimizer, schedule = state_lib.build_optimizer(config, cfg, total_steps)
+        lay = state_lib.layout(cfg, optimizer, mesh, config.sharding_rules)
     opt_shapes = jax.eval_shape(optimizer.init, lay.params_shapes)
     state_shapes = type(lay.state_shardings)(lay.params_shapes, opt_shapes, jax.ShapeDtypeStruct((), np.int32))
     b, t = config.batch_size, config.seq_length
@@ -155,14 +170,22 @@ def plan(config, topology: str = "") -> MemoryPlan:
     batch_bytes = per_device_bytes(batch_shapes, batch_shardings)
     step = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh,
                                      config.sharding_rules)
+    args, frozen_bytes = (state_shapes, batch_shapes), 0
+    if lora_plan is not None:
+        from easylm_imitate.lora import step as lora_step
+
+        step = lora_step.jit_train_step(lay, lora_plan.base_shardings, optimizer, schedule, config.grad_accum_steps,
+                                        lora_plan.spec, config.model.dtype, mesh)
+        args = (state_shapes, lora_plan.stored_abstract, batch_shapes)
+        frozen_bytes = per_device_bytes(lora_plan.stored_abstract, lora_plan.base_shardings)
     common = dict(target=target, devices=len(devices), mesh=dict(mesh.shape), params_bytes=params_bytes,
                   opt_state_bytes=opt_bytes, batch_bytes=batch_bytes, capacity_bytes=capacity,
-                  model=describe_model(config, cfg),
+                  model=describe_model(config, cfg), frozen_bytes=frozen_bytes,
                   unsplit=parallel.unsplit_dimensions(lay.params_shapes, lay.logical_axes, mesh,
                                                       config.sharding_rules))
     try:
         with jax.set_mesh(mesh):
-            compiled = step.lower(state_shapes, batch_shapes).compile()
+            compiled = step.lower(*args).compile()
     except Exception as e:  # noqa: BLE001 - XLA reports over-size programs as RESOURCE_EXHAUSTED
         message = str(e)
         if "RESOURCE_EXHAUSTED" not in message and "exceeds" not in message.lower():
