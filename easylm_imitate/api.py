@@ -11,15 +11,18 @@ from easylm_imitate import checkpoint, parallel
 from easylm_imitate.models import DecoderLM, ModelConfig, build_model
 
 
-def abstract_model(cfg: ModelConfig):
-    """(graphdef, abstract parameter state) of a model, without allocating it."""
-    return nnx.split(nnx.eval_shape(lambda: build_model(cfg)))
+def abstract_model(cfg: ModelConfig, mesh: Mesh | None = None, rules: str = "fsdp_tp"):
+    """(graphdef, abstract parameter state) of a model, without allocating it; the graphdef
+    holds `rules` on `mesh` when a mesh is given."""
+    return nnx.split(parallel.attach_rules(nnx.eval_shape(lambda: build_model(cfg)), mesh, rules))
 
 
 def model_from_params(cfg: ModelConfig, restore_fn, mesh: Mesh | None = None,
                       rules: str = "fsdp_tp") -> DecoderLM:
-    """Build a model whose parameters come from `restore_fn(abstract_target) -> pure dict`."""
-    graphdef, abstract_state = abstract_model(cfg)
+    """Build a model whose parameters come from `restore_fn(abstract_target) -> pure dict`.
+    With `mesh` the model also holds `rules` (see `parallel.attach_rules`): the sampler,
+    scorer and any jitted call of it then constrain its layers as training does."""
+    graphdef, abstract_state = abstract_model(cfg, mesh, rules)
     if mesh is None:
         shardings = checkpoint.single_device_shardings(abstract_state)
     else:

@@ -4,10 +4,13 @@ A mesh has three named axes: `dp` (pure data parallel: parameters replicated), `
 (data parallel with parameters and optimizer state sharded) and `tp` (tensor parallel).
 Parameters carry logical axis names (`vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
 `mlp`, `layers`, `norm`); a rules table maps each logical name to a mesh axis or None.
+A model holds its rules (`ShardingRules`, recorded by `attach_rules`, which `shard_model` and
+`create_sharded_model` call) and constrains its own activations and per-layer weights by them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import importlib.util
 import logging
@@ -135,6 +138,47 @@ def rules_for(name_or_rules: str | Mapping[str, str | None]) -> Mapping[str, str
     return name_or_rules
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardingRules:
+    """A mesh and a logical-axis rules table, as a model holds them (a static, hashable part of
+    its graph definition): every module constrains its activations and its per-layer weight
+    slices with `constrain`, so whatever runs the model (train and eval steps, sampler,
+    scorer, `easylm_imitate.load(mesh=...)`) partitions it the same way."""
+
+    mesh: Mesh
+    table: tuple[tuple[str, object], ...]
+
+    @classmethod
+    def create(cls, mesh: Mesh, rules: "str | Mapping[str, str | None]") -> "ShardingRules":
+        """Rules by name ('fsdp', 'fsdp_tp', 'replicated') or table, on `mesh`."""
+        return cls(mesh, tuple(sorted(rules_for(rules).items())))
+
+    def spec(self, axes: Sequence[str | None], shape) -> PartitionSpec:
+        """PartitionSpec of an array of `shape` with logical `axes` (see `logical_to_spec`)."""
+        return logical_to_spec(axes, dict(self.table), shape, self.mesh)
+
+    def constrain(self, x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+        """`x` constrained to the sharding its logical `axes` map to."""
+        if len(axes) != x.ndim:
+            raise ValueError(f"logical axes {tuple(axes)} do not match an array of shape {x.shape}")
+        return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, self.spec(axes, x.shape)))
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None], rules: ShardingRules | None) -> jax.Array:
+    """`rules.constrain(x, axes)`, or `x` unchanged when the model has no rules (one device)."""
+    return x if rules is None else rules.constrain(x, axes)
+
+
+def attach_rules(model, mesh: Mesh | None, rules: str | Mapping[str, str | None] = "fsdp_tp"):
+    """Record the sharding rules on `model` and each of its submodules that has a
+    `sharding_rules` attribute (None when `mesh` is None: no constraints). Returns `model`."""
+    value = None if mesh is None else ShardingRules.create(mesh, rules)
+    for _, module in nnx.iter_modules(model):
+        if hasattr(module, "sharding_rules"):
+            module.sharding_rules = value
+    return model
+
+
 def state_shardings(state, mesh: Mesh, rules: str | Mapping[str, str | None] = "fsdp_tp"):
     """NamedShardings for an nnx.State (or any pytree of Variables) from `logical_axes` metadata.
 
@@ -189,15 +233,16 @@ def create_sharded_model(build, mesh: Mesh, rules: str | Mapping[str, str | None
 
     with jax.set_mesh(mesh):
         state = jax.jit(init, out_shardings=shardings)()
-    return nnx.merge(graphdef, state)
+    return attach_rules(nnx.merge(graphdef, state), mesh, rules)
 
 
 def shard_model(model, mesh: Mesh, rules: str | Mapping[str, str | None] = "fsdp_tp"):
-    """Move an existing model's parameters onto `mesh` according to `rules` (in place)."""
+    """Move an existing model's parameters onto `mesh` according to `rules` (in place) and
+    record the rules on the model, which then constrains its activations by them."""
     state = nnx.state(model)
     shardings = state_shardings(state, mesh, rules)
     nnx.update(model, jax.device_put(state, shardings))
-    return model
+    return attach_rules(model, mesh, rules)
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,

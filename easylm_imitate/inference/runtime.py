@@ -74,11 +74,14 @@ class ModelRuntime:
     placed with the batch dimension sharded over them; parameters stay where they are (the
     model was loaded or sharded by the rules of `easylm_imitate.parallel`).
 
-    With `per_layer` (default: when the parameters live on CPU) the block parameters are
-    copied once into one buffer per layer and the model runs its layers unrolled (see
-    `DecoderLM.__call__`'s `layer_params`): XLA:CPU would otherwise copy every layer's
-    weights out of the stack at every decode step, which costs more than the matmuls. The
-    stacked originals are then only referenced by the caller's model object.
+    With `per_layer` (default: without a mesh, when the parameters live on CPU) the block
+    parameters are copied once into one buffer per layer and the model runs its layers
+    unrolled (see `DecoderLM.__call__`'s `layer_params`): XLA:CPU would otherwise copy every
+    layer's weights out of the stack at every decode step, which costs more than the matmuls.
+    The stacked originals are then only referenced by the caller's model object. On a mesh
+    the layers are scanned over the stacked weights, exactly as the train step runs them (the
+    model's sharding rules pin each layer's slice), so prefill and scoring partition like
+    training and need about the same temporary memory.
     """
 
     def __init__(self, model: nnx.Module, mesh: Mesh | None = None, *, per_layer: bool | None = None):
@@ -88,7 +91,8 @@ class ModelRuntime:
         if mesh is not None:
             self.batch_multiple = int(np.prod([mesh.shape[a] for a in parallel.BATCH_AXES]))
         if per_layer is None:
-            per_layer = all(d.platform == "cpu" for d in jax.tree.leaves(nnx.state(model))[0].devices())
+            per_layer = mesh is None and all(
+                d.platform == "cpu" for d in jax.tree.leaves(nnx.state(model))[0].devices())
         self.per_layer = per_layer
         if per_layer:
             self.graphdef, blocks, rest = nnx.split(model, nnx.PathContains("blocks"), ...)

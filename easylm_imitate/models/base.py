@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 from collections.abc import Sequence
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
+from easylm_imitate import parallel
 from easylm_imitate.models import attention, layers
 from easylm_imitate.models.config import ModelConfig
 
 INIT_STD = 0.02
-# Logical-axis rules in force while tracing under a mesh (see `layer_sharding`), or None.
-_LAYER_RULES: contextvars.ContextVar = contextvars.ContextVar("layer_rules", default=None)
-
-
-@contextlib.contextmanager
-def layer_sharding(rules):
-    """While tracing inside `jax.set_mesh`, pin each scanned layer's weights (and the
-    activations) to their sharding under `rules` (a dict logical name -> mesh axis).
-
-    Without it XLA may keep the per-layer slices and the stacked gradient accumulator of
-    the scan unsharded, which costs a full unsharded copy of the weights per device.
-    """
-    token = _LAYER_RULES.set(dict(rules))
-    try:
-        yield
-    finally:
-        _LAYER_RULES.reset(token)
-
-
-def _constrain(x, axes):
-    """with_sharding_constraint by logical axes under the active rules (no-op without)."""
-    rules = _LAYER_RULES.get()
-    if rules is None:
-        return x
-    from easylm_imitate.parallel import logical_to_spec
-
-    spec = logical_to_spec(axes, rules, x.shape, jax.sharding.get_abstract_mesh())
-    return jax.lax.with_sharding_constraint(x, spec)
-
-
+ACTIVATION_AXES = ("batch", None, None)  # logical axes of the residual stream [B, T, D]
+KV_AXES = ("batch", "kv_heads", None, "head_dim")  # one layer's KV cache buffer [B, Hkv, slots, D]
 def new_param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str | None, ...],
               init: str = "normal") -> nnx.Param:
     """A float32 parameter with logical axis names (`logical_axes` metadata) for sharding."""
@@ -106,7 +78,8 @@ def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
     `(k_buf, v_buf)`.
     """
     if layer_cache is None:
-        return attention.causal_self_attention(q, k, v, mask, cfg.attention), None
+        out = attention.causal_self_attention(q, k, v, mask, cfg.attention)
+        return checkpoint_name(out, layers.ATTENTION_NAME), None
     k_buf, v_buf, layer = layer_cache
     k_new = k.transpose(0, 2, 1, 3).astype(k_buf.dtype)  # [B, Hkv, T, D]
     v_new = v.transpose(0, 2, 1, 3).astype(v_buf.dtype)
@@ -138,10 +111,17 @@ class Blocks(nnx.Module):
 
 
 class DecoderLM(nnx.Module):
-    """Shared forward pass. Families implement embed, block_context, block and head."""
+    """Shared forward pass. Families implement embed, block_context, block and head.
+
+    `sharding_rules` (a `parallel.ShardingRules`, set by `parallel.shard_model`,
+    `parallel.create_sharded_model`, `easylm_imitate.load(mesh=...)` and the train state's
+    layout; None on one device) is part of the model's static graph: with it every block pins
+    its weight slices and activations to their sharding, whoever runs the model.
+    """
 
     cfg: ModelConfig
     blocks: Blocks
+    sharding_rules: "parallel.ShardingRules | None"
 
     def embed(self, tokens: jax.Array, positions: jax.Array, dtype) -> jax.Array:
         """Token (and position) embeddings [B, T, D] in the compute dtype."""
@@ -185,17 +165,20 @@ class DecoderLM(nnx.Module):
         if cache is None:
             kv_segments, kv_slots = segment_ids, q_slots
         else:
+            cache = self.constrain_cache(cache)
             kv_segments = jax.lax.dynamic_update_slice(cache.segments, segment_ids.astype(jnp.int32), (0, index))
             kv_slots = jnp.broadcast_to(jnp.arange(cache.segments.shape[1], dtype=jnp.int32), kv_segments.shape)
         mask = attention.attention_mask(q_slots, kv_slots, segment_ids, kv_segments)
         x = self.embed(tokens, positions, dtype)
         context = self.block_context(positions)
         axes = self.blocks.layer_axes()
-        activation_axes = ("batch", None, None)
+        rules = self.sharding_rules
 
         def block(p, x, layer_cache):
-            p = {k: _constrain(v, axes[k]) for k, v in p.items()}
-            return self.block(p, _constrain(x, activation_axes), context, mask, layer_cache, index)
+            # Without these pins XLA may keep the per-layer slices (and the stacked gradient
+            # accumulator of the scan) unsharded, or all-reduce full-batch activations.
+            p = {k: parallel.constrain(v, axes[k], rules) for k, v in p.items()}
+            return self.block(p, parallel.constrain(x, ACTIVATION_AXES, rules), context, mask, layer_cache, index)
 
         if layer_params is not None:
             x, k_stack, v_stack = self._unrolled(block, x, layer_params, cache, dtype)
@@ -218,7 +201,20 @@ class DecoderLM(nnx.Module):
         logits = self.head(x, dtype)
         if cache is None:
             return logits
-        return logits, KVCache(k=k_stack, v=v_stack, segments=kv_segments, index=index + t)
+        return logits, self.constrain_cache(KVCache(k=k_stack, v=v_stack, segments=kv_segments, index=index + t))
+
+    def constrain_cache(self, cache: KVCache) -> KVCache:
+        """`cache` with its buffers pinned to their sharding under the model's rules (batch over
+        the data axes, key/value heads over tensor parallelism), as the activations are."""
+        rules = self.sharding_rules
+        if rules is None:
+            return cache
+        if cache.per_layer:
+            k = tuple(rules.constrain(buf, KV_AXES) for buf in cache.k)
+            v = tuple(rules.constrain(buf, KV_AXES) for buf in cache.v)
+        else:
+            k, v = rules.constrain(cache.k, ("layers", *KV_AXES)), rules.constrain(cache.v, ("layers", *KV_AXES))
+        return cache.replace(k=k, v=v, segments=rules.constrain(cache.segments, ("batch", None)))
 
     def _unrolled(self, block, x, layer_params, cache, dtype):
         """Run the blocks as a Python loop over per-layer parameters (and cache buffers)."""

@@ -6,7 +6,8 @@ import dataclasses
 from typing import Literal
 
 Arch = Literal["llama", "gpt2"]
-REMAT_POLICIES = ("none", "full", "save_dots", "save_dots_no_batch")
+# What each saves: `layers.REMAT_SAVES`.
+REMAT_POLICIES = ("none", "full", "save_dots", "save_dots_no_batch", "save_qkv_proj")
 ATTENTION_IMPLS = ("xla", "dot_product", "cudnn", "splash", "auto")
 DTYPES = ("float32", "bfloat16")
 

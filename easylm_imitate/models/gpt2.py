@@ -39,6 +39,7 @@ class GPT2(DecoderLM):
         if cfg.arch != "gpt2":
             raise ValueError(f"GPT2 needs arch='gpt2', got {cfg.arch!r}")
         self.cfg = cfg
+        self.sharding_rules = None  # see DecoderLM; set by parallel.attach_rules
         self.wte = new_param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
         self.wpe = new_param(rngs, (cfg.max_position_embeddings, cfg.hidden_size), (None, "embed"))
         self.blocks = GPT2Blocks(cfg, rngs)
@@ -54,14 +55,14 @@ class GPT2(DecoderLM):
         """Pre-LayerNorm attention then pre-LayerNorm GELU MLP, each with a residual."""
         cfg, dtype = self.cfg, x.dtype
         h = layers.layer_norm(x, p["ln1_scale"], p["ln1_bias"], cfg.norm_eps).astype(dtype)
-        q = layers.dense(h, p["wq"]) + p["bq"]
-        k = layers.dense(h, p["wk"]) + p["bk"]
-        v = layers.dense(h, p["wv"]) + p["bv"]
+        q = layers.project(h, p["wq"], "q_proj", p["bq"])
+        k = layers.project(h, p["wk"], "k_proj", p["bk"])
+        v = layers.project(h, p["wv"], "v_proj", p["bv"])
         attn, new_cache = cached_attention(cfg, q, k, v, mask, layer_cache, index)
-        x = x + layers.dense(attn, p["wo"], in_dims=2) + p["bo"]
+        x = x + layers.project(attn, p["wo"], "o_proj", p["bo"], in_dims=2)
         h = layers.layer_norm(x, p["ln2_scale"], p["ln2_bias"], cfg.norm_eps).astype(dtype)
-        h = layers.gelu(layers.dense(h, p["w_fc"]) + p["b_fc"])
-        x = x + layers.dense(h, p["w_proj"]) + p["b_proj"]
+        h = layers.gelu(layers.project(h, p["w_fc"], "mlp_up", p["b_fc"]))
+        x = x + layers.project(h, p["w_proj"], "mlp_down", p["b_proj"])
         return x, new_cache
 
     def head(self, x, dtype):

@@ -12,6 +12,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+# What the blocks tag their intermediate results with (`jax.ad_checkpoint.checkpoint_name`):
+# one name per projection, the same for both families (GPT-2's fc/proj are mlp_up/mlp_down),
+# and the attention output. The remat policies save by these names, as MaxText's do.
+PROJECTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "mlp_gate", "mlp_up", "mlp_down")
+ATTENTION_NAME = "attention"
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
@@ -209,17 +216,36 @@ def _rope_bwd(residuals, g):
 apply_rope.defvjp(_rope_fwd, _rope_bwd)
 
 
+# Remat policy name -> the tagged results a layer keeps for the backward pass (None: no
+# remat, everything autodiff saves is kept; ()): keep only the layer's input and recompute).
+# The projections' own custom VJPs hide their dots from `jax.checkpoint_policies`' dot-based
+# policies, so every policy names what it saves.
+REMAT_SAVES = {
+    "none": None,
+    "full": (),
+    "save_dots": PROJECTION_NAMES + (ATTENTION_NAME,),
+    "save_dots_no_batch": PROJECTION_NAMES,  # the attention products are the batched dots
+    "save_qkv_proj": ("q_proj", "k_proj", "v_proj"),
+}
+
+
 def remat_policy(name: str):
     """The `jax.checkpoint` policy for a named remat setting, or None for no remat."""
-    policies = {
-        "none": None,
-        "full": jax.checkpoint_policies.nothing_saveable,
-        "save_dots": jax.checkpoint_policies.checkpoint_dots,
-        "save_dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    }
-    if name not in policies:
-        raise ValueError(f"unknown remat policy {name!r}; choose one of {sorted(policies)}")
-    return policies[name]
+    if name not in REMAT_SAVES:
+        raise ValueError(f"unknown remat policy {name!r}; choose one of {sorted(REMAT_SAVES)}")
+    saves = REMAT_SAVES[name]
+    if saves is None:
+        return None
+    return jax.checkpoint_policies.save_only_these_names(*saves)
+
+
+def project(x: jax.Array, w: jax.Array, name: str, bias: jax.Array | None = None, in_dims: int = 1) -> jax.Array:
+    """The projection `name` (one of `PROJECTION_NAMES`): `dense(x, w, in_dims)` plus `bias`,
+    tagged with its name for the remat policies."""
+    out = dense(x, w, in_dims)
+    if bias is not None:
+        out = out + bias
+    return checkpoint_name(out, name)
 
 
 def scan_layers(body, carry, stacked, remat: str):

@@ -35,6 +35,7 @@ class Llama(DecoderLM):
         if cfg.arch != "llama":
             raise ValueError(f"Llama needs arch='llama', got {cfg.arch!r}")
         self.cfg = cfg
+        self.sharding_rules = None  # see DecoderLM; set by parallel.attach_rules
         self.embed_tokens = new_param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
         self.blocks = LlamaBlocks(cfg, rngs)
         self.final_norm = new_param(rngs, (cfg.hidden_size,), ("norm",), "ones")
@@ -54,15 +55,15 @@ class Llama(DecoderLM):
         cfg, dtype = self.cfg, x.dtype
         cos, sin = context
         h = layers.rms_norm(x, p["attn_norm"], cfg.norm_eps).astype(dtype)
-        q = layers.apply_rope(layers.dense(h, p["wq"]), cos, sin)
-        k = layers.apply_rope(layers.dense(h, p["wk"]), cos, sin)
-        v = layers.dense(h, p["wv"])
+        q = layers.apply_rope(layers.project(h, p["wq"], "q_proj"), cos, sin)
+        k = layers.apply_rope(layers.project(h, p["wk"], "k_proj"), cos, sin)
+        v = layers.project(h, p["wv"], "v_proj")
         attn, new_cache = cached_attention(cfg, q, k, v, mask, layer_cache, index)
-        x = x + layers.dense(attn, p["wo"], in_dims=2)
+        x = x + layers.project(attn, p["wo"], "o_proj", in_dims=2)
         h = layers.rms_norm(x, p["mlp_norm"], cfg.norm_eps).astype(dtype)
-        gate = layers.dense(h, p["w_gate"])
-        up = layers.dense(h, p["w_up"])
-        x = x + layers.dense(layers.swiglu(gate, up), p["w_down"])
+        gate = layers.project(h, p["w_gate"], "mlp_gate")
+        up = layers.project(h, p["w_up"], "mlp_up")
+        x = x + layers.project(layers.swiglu(gate, up), p["w_down"], "mlp_down")
         return x, new_cache
 
     def head(self, x, dtype):

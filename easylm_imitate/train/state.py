@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -12,7 +13,6 @@ from jax.sharding import Mesh
 
 from easylm_imitate import checkpoint, parallel
 from easylm_imitate.models import ModelConfig, build_model, get_preset
-from easylm_imitate.models.base import layer_sharding
 from easylm_imitate.train import optim, run_checkpoint
 from easylm_imitate.train.step import TrainState, train_step
 
@@ -42,6 +42,7 @@ class StateLayout:
     opt_shardings: object
     state_shardings: TrainState
     logical_axes: dict
+    rules: parallel.ShardingRules  # what the graphdef's model constrains its layers with
 
 
 def logical_axes(cfg: ModelConfig) -> dict:
@@ -57,21 +58,33 @@ def build_optimizer(config, cfg: ModelConfig, total_steps: int):
 def jit_train_step(lay: "StateLayout", optimizer, schedule, accum: int, mesh: Mesh, rules_name: str,
                    skip_nonfinite: bool = False):
     """The sharded, donated, jitted train step for this layout (`skip_nonfinite`: a step with a
-    NaN/inf loss or gradient norm keeps the previous state; see `step.train_step`)."""
+    NaN/inf loss or gradient norm keeps the previous state; see `step.train_step`).
+
+    `rules_name` must be the rules the layout was made with; the layout's graphdef already
+    carries them (see `layout`), so the model pins its own per-layer weights and activations,
+    as it does in the eval step, sampler and scorer."""
     batch_shardings = parallel.batch_sharding(mesh)  # every batch array, whatever keys it has (see train/distill.py)
-    rules = parallel.rules_for(rules_name)
-
-    def fn(state, batch):
-        with layer_sharding(rules):
-            return train_step(lay.graphdef, optimizer, schedule, accum, state, batch, skip_nonfinite)
-
+    _check_layout_rules(lay, mesh, rules_name)
+    fn = functools.partial(train_step, lay.graphdef, optimizer, schedule, accum, skip_nonfinite=skip_nonfinite)
     return jax.jit(fn, in_shardings=(lay.state_shardings, batch_shardings),
                    out_shardings=(lay.state_shardings, parallel.replicated(mesh)), donate_argnums=0)
 
 
+def _check_layout_rules(lay: "StateLayout", mesh: Mesh, rules_name: str) -> None:
+    """Raise ValueError unless `lay` was made for `rules_name` on `mesh`."""
+    want = parallel.ShardingRules.create(mesh, rules_name)
+    if lay.rules != want:
+        raise ValueError(f"train step for rules {rules_name!r} on mesh {dict(mesh.shape)}, but the layout was made "
+                         f"for {lay.rules}")
+
+
 def layout(cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh, rules: str) -> StateLayout:
-    """Shapes and shardings of params, optimizer state and step, without allocating."""
-    graphdef, abstract_state = nnx.split(nnx.eval_shape(lambda: build_model(cfg)))
+    """Shapes and shardings of params, optimizer state and step, without allocating. The
+    graphdef carries `rules` on `mesh` (`parallel.attach_rules`), so every step built from
+    it (train, eval) constrains the model's layers the same way."""
+    sharding_rules = parallel.ShardingRules.create(mesh, rules)
+    abstract = parallel.attach_rules(nnx.eval_shape(lambda: build_model(cfg)), mesh, rules)
+    graphdef, abstract_state = nnx.split(abstract)
     params_shardings = parallel.state_shardings(abstract_state, mesh, rules).to_pure_dict()
     params_shapes = abstract_state.to_pure_dict()
     axes = _axes_tree(abstract_state)
@@ -83,7 +96,8 @@ def layout(cfg: ModelConfig, optimizer: optax.GradientTransformation, mesh: Mesh
         optimizer, lambda leaf, s, p: s if leaf.shape == p.shape else rep, opt_shapes, params_shardings,
         params_shapes, transform_non_params=lambda _: rep)
     state_shardings = TrainState(params_shardings, opt_shardings, rep)
-    return StateLayout(graphdef, params_shapes, params_shardings, opt_shardings, state_shardings, axes)
+    return StateLayout(graphdef, params_shapes, params_shardings, opt_shardings, state_shardings, axes,
+                       sharding_rules)
 
 
 def _axes_tree(abstract_state) -> dict:

@@ -107,7 +107,7 @@ def test_stacked_and_per_layer_weights_generate_the_same(model, sampler):
 def test_per_layer_buffers_keep_their_mesh_sharding():
     mesh = parallel.make_mesh("dp:2,fsdp:2,tp:2")
     sharded = parallel.shard_model(build_model(get_preset("tiny-llama"), seed=0), mesh, "fsdp_tp")
-    runtime = ModelRuntime(sharded, mesh)
+    runtime = ModelRuntime(sharded, mesh, per_layer=True)  # on a mesh the default scans the stack
     layers = runtime.params[1]
     assert len(layers) == sharded.cfg.num_layers
     stacked_spec = tuple(sharded.blocks.w_gate[...].sharding.spec)

@@ -1,6 +1,8 @@
 """Sharded forward equals single-device forward; FSDP really splits every large parameter."""
 
+import collections
 import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -92,3 +94,86 @@ def test_unsplit_dimensions_names_gpt2_vocab_and_gpt2_xl_heads():
     assert any(line.startswith("parameter blocks/wq: dimension 2 (heads, size 25)") for line in xl), xl
     assert unsplit("llama-7b", "dp:2,fsdp:2,tp:2") == []
     assert unsplit("gpt2", "dp:1,fsdp:8,tp:1") == []  # tp=1 splits nothing, so nothing is left whole
+
+
+# ---- every path through the model partitions like the train step ---------------------------
+
+_COLLECTIVE = re.compile(r"= ([a-z]\w*\[[\d,]*\])[^=\n]*? (all-gather|all-reduce|reduce-scatter|all-to-all)\(")
+
+
+def _float_collectives(compiled) -> collections.Counter:
+    """(result shape, collective) -> count, for every floating-point collective in the HLO."""
+    found = _COLLECTIVE.findall(compiled.as_text())
+    return collections.Counter((shape, op) for shape, op in found if shape.startswith(("f", "bf")))
+
+
+def _temp_bytes(compiled) -> int:
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_eval_sampler_prefill_and_scorer_partition_like_the_train_forward():
+    """On an 8-device FSDP mesh, the model pins its own per-layer weights and activations, so
+    the eval step, the sampler's prefill and the scorer all-gather the same per-layer weight
+    slices as the train step's forward, all-reduce no activations, and need about the same
+    temporary memory (without the pins they all-reduced full-batch activations and needed
+    several times the train forward's temporaries)."""
+    import optax
+
+    from easylm_imitate.inference.sampler import Sampler
+    from easylm_imitate.inference.scoring import Scorer
+    from easylm_imitate.train import state as state_lib
+    from easylm_imitate.train.step import eval_step, loss_terms
+
+    cfg = get_preset("tiny-llama")
+    b, t, new = 16, 128, 16
+    mesh = parallel.make_mesh("dp:1,fsdp:8,tp:1")
+    lay = state_lib.layout(cfg, optax.adamw(1e-3), mesh, "fsdp")
+    rows = parallel.batch_sharding(mesh)
+    batch = {k: jax.ShapeDtypeStruct((b, t), jnp.float32 if k == "weights" else jnp.int32, sharding=rows)
+             for k in ("inputs", "targets", "weights", "segment_ids", "positions")}
+    params = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          lay.params_shapes, lay.params_shardings)
+    with jax.set_mesh(mesh):
+        train_fwd = jax.jit(lambda p, x: loss_terms(lay.graphdef, p, x)[1]).lower(params, batch).compile()
+        evaluate = jax.jit(lambda p, x: eval_step(lay.graphdef, p, x)).lower(params, batch).compile()
+
+    model = parallel.create_sharded_model(lambda: build_model(cfg, seed=0), mesh, "fsdp")
+    scorer = Scorer(model, mesh)
+    sampler = Sampler(scorer.runtime)
+    rt = scorer.runtime
+    with rt.active():
+        full = lambda dtype, value=0: rt.put(np.full((b,), value, dtype))  # noqa: E731
+        score = scorer._score.lower(rt.params, rt.put(np.zeros((b, t), np.int32)), full(np.int32, t), top=0).compile()
+        prefill = sampler._start.lower(
+            rt.params, rt.put(np.zeros((b, t), np.int32)), full(np.int32, t), full(np.int32, new),
+            full(np.float32), full(np.int32), full(np.float32, 1), full(np.uint32), jnp.full((4,), -1, jnp.int32),
+            new_len=new, mode="greedy").compile()
+
+    # The train forward all-gathers each layer's FSDP-split weight slices and reduces nothing.
+    want = _float_collectives(train_fwd)
+    d, hd = cfg.hidden_size, cfg.dim_per_head
+    wq_slice = f"f32[{d},{cfg.num_heads * hd}]"  # one layer's wq, gathered as [embed, heads*head_dim]
+    gate_slice = f"f32[{d},{cfg.intermediate_size}]"
+    assert want[(wq_slice, "all-gather")] >= 1 and want[(gate_slice, "all-gather")] >= 1, want
+    assert not [k for k in want if k[1] != "all-gather"], want
+    for name, compiled in (("eval step", evaluate), ("scorer", score), ("sampler prefill", prefill)):
+        assert _float_collectives(compiled) == want, name
+        ratio = _temp_bytes(compiled) / _temp_bytes(train_fwd)
+        assert ratio <= 1.10, f"{name}: {ratio:.2f}x the train forward's temporaries"
+
+
+def test_load_with_a_mesh_gives_the_model_its_rules_and_without_none():
+    """`easylm_imitate.load(mesh=...)` builds through `api.model_from_params`: the model it
+    returns constrains its layers by the same rules table the train layout uses."""
+    from easylm_imitate.api import model_from_params
+
+    cfg = get_preset("tiny-gpt2")
+    mesh = parallel.make_mesh("dp:2,fsdp:4,tp:1")
+
+    def zeros(target):
+        return jax.tree.map(lambda t: jax.device_put(np.zeros(t.shape, t.dtype), t.sharding), target)
+
+    sharded = model_from_params(cfg, zeros, mesh, "fsdp")
+    assert sharded.sharding_rules == parallel.ShardingRules.create(mesh, "fsdp")
+    assert nnx.split(sharded)[0] != nnx.split(model_from_params(cfg, zeros))[0]  # the rules are in the graphdef
+    assert model_from_params(cfg, zeros).sharding_rules is None
