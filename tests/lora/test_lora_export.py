@@ -21,18 +21,29 @@ from support.train_helpers import REPO, run_train
 IDS = np.array([[1, 17, 250, 3, 99, 411, 7, 8, 300, 42, 5, 6]], np.int32)
 
 
-@pytest.fixture(scope="module")
-def lora_run(tmp_path_factory):
-    """(base checkpoint, trained LoRA run) on tiny-llama (untied head, GQA)."""
-    root = tmp_path_factory.mktemp("lora_export")
-    cfg = get_preset("tiny-llama")
+def _train(root, preset: str, *flags: str):
+    """(base checkpoint, trained LoRA run) of a tiny preset (random weights, seed 1)."""
+    cfg = get_preset(preset)
     base = checkpoint.save_params(root / "base", cfg, nnx.state(build_model(cfg, seed=1)).to_pure_dict(),
                                   tokenizer=asset_path("tiny_tokenizer"))
     run = root / "run"
     run_train(str(run), f"--config.init_from={base}", "--config.lora.rank=4", "--config.lora.alpha=8",
               "--config.total_steps=6", "--config.save_every_steps=6", "--config.eval_every_steps=0",
-              "--config.learning_rate=1e-2", "--config.optimizer.warmup_steps=0", devices=1)
+              "--config.learning_rate=1e-2", "--config.optimizer.warmup_steps=0", *flags, devices=1)
     return base, run
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """(base checkpoint, trained LoRA run) on tiny-llama (untied head, GQA)."""
+    return _train(tmp_path_factory.mktemp("lora_export"), "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def gpt2_run(tmp_path_factory):
+    """A tiny-gpt2 LoRA run on q, v (packed in HF's c_attn with k, which has none) and down
+    (mlp.c_proj; the attention's c_proj has none)."""
+    return _train(tmp_path_factory.mktemp("lora_gpt2"), "tiny-gpt2", "--config.lora.targets=q|v|down")
 
 
 def our_logits(run) -> np.ndarray:
@@ -73,13 +84,14 @@ def test_merged_export_loads_in_transformers_with_our_logits(lora_run, tmp_path)
     np.testing.assert_allclose(hf_logits(hf), ours, atol=1e-4, rtol=0)
 
 
-def test_peft_export_loads_onto_the_hf_base_with_our_logits(lora_run, tmp_path):
+@pytest.mark.parametrize("which", ["lora_run", "gpt2_run"])
+def test_peft_export_loads_onto_the_hf_base_with_our_logits(which, request, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from easylm_imitate.convert.hf_checkpoint import checkpoint_to_hf_dir
 
-    base, run = lora_run
+    base, run = request.getfixturevalue(which)
     checkpoint_to_hf_dir(str(base), str(tmp_path / "base_hf"))
     proc = export(f"--checkpoint={run}", f"--out={tmp_path / 'adapter'}", "--peft")
     assert proc.returncode == 0, proc.stderr[-2000:]
