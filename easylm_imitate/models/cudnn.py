@@ -25,10 +25,12 @@ import jax.numpy as jnp
 MAX_SEGMENTS = 16
 
 
-def packed_layout(segments: jax.Array, max_segments: int = MAX_SEGMENTS):
+def packed_layout(segments: jax.Array, max_segments: int | None = None):
     """cuDNN packed-layout arguments for rows of segment ids [B,T]: (seqlen [B,M] int32, run
     lengths, -1 past the last run; offsets [B,M+1] int32, run starts, -1 past the last run;
-    fits, a bool scalar: whether every row has at most M runs)."""
+    fits, a bool scalar: whether every row has at most M runs). M: `max_segments`, else
+    MAX_SEGMENTS."""
+    max_segments = max_segments or MAX_SEGMENTS
     b, t = segments.shape
     starts = jnp.concatenate([jnp.ones((b, 1), bool), segments[:, 1:] != segments[:, :-1]], axis=1)
 
