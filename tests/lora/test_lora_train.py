@@ -128,3 +128,27 @@ def test_targets_matching_nothing_is_a_one_line_error(base, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: lora.targets: 'query|value' matches no projection"), last
     assert "q, up, v" in last
+
+
+def test_a_changed_base_is_refused_on_resume_and_on_load(tmp_path):
+    cfg = get_preset("tiny-llama")
+    tok = asset_path("tiny_tokenizer")
+    base = tmp_path / "base"
+    checkpoint.save_params(base, cfg, nnx.state(build_model(cfg, seed=1)).to_pure_dict(), tokenizer=tok)
+    run = tmp_path / "run"
+    run_train(str(run), *lora_flags(base, "--config.total_steps=2", "--config.save_every_steps=2"), devices=1)
+    import shutil
+
+    shutil.rmtree(base)  # the same path now holds another model
+    checkpoint.save_params(base, cfg, nnx.state(build_model(cfg, seed=2)).to_pure_dict(), tokenizer=tok)
+    proc = subprocess.run(train_cmd(str(run), *lora_flags(base, "--config.total_steps=4")), env=env_with_devices(1),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {base}: the base differs from the one this LoRA run was trained on"), last
+
+    import easylm_imitate
+    from easylm_imitate.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="has changed since the run"):
+        easylm_imitate.load(str(run))
