@@ -30,6 +30,7 @@ from easylm_imitate.data.build_config import default_config
 from easylm_imitate.data.pipeline import Options, SourceSpec, parse_budgets
 from easylm_imitate.data.progress import stderr_bars
 from easylm_imitate.data.readers import KINDS, ReadOptions
+from easylm_imitate.data.target_logprobs import TokenizerMismatch
 from easylm_imitate.data.tokens import TokenCounter, load_tokenizer
 
 KIND_ALIASES = {"discord": "pairs", "openai": "messages"}
@@ -146,8 +147,11 @@ def main(argv) -> None:
             print(f"decontaminate: loaded in {time.perf_counter() - started:.1f}s", flush=True)
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: {e}".splitlines()[0]) from None
-    report = building.build(sources, options, counter, FLAGS.out, log=lambda m: print(m, flush=True),
-                            progress=stderr_bars, decontaminate=index)
+    try:
+        report = building.build(sources, options, counter, FLAGS.out, log=lambda m: print(m, flush=True),
+                                progress=stderr_bars, decontaminate=index)
+    except TokenizerMismatch as e:  # the target's tokens are another tokenizer's: says which record and token
+        raise SystemExit(f"error: {e}".splitlines()[0]) from None
     print()
     print(building.summary(report))
     timings = report.get("_timings_s", {})

@@ -173,3 +173,18 @@ def test_build_rejects_mismatched_replies_and_carries_the_rest(smollm2, tmp_path
     loaded = _load(smollm2, train, tmp_path)
     assert not loaded.rejects and (loaded.rows["distill_weights"] > 0).sum() == sum(
         len(e) for r in train for e in r["meta"].get(tlp.KEY, []))
+
+
+def test_build_with_another_tokenizer_stops_in_one_error_line(smollm2, tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(record("conv-7", smollm2, [("Where is it?", "Paris, of course.")])) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "easylm_imitate.data.build", f"--input=canonical:{src}",
+                           f"--out={tmp_path / 'out'}", f"--tokenizer={TINY}", "--template=chatml",
+                           "--eval_prompts=0"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "'canonical:conv-7'" in last and "student's tokenizer" in last, last
+    assert "Traceback" not in proc.stderr
