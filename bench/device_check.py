@@ -1,5 +1,5 @@
-"""Accelerator check of `model.attention`: bfloat16 training tokens/s and MFU, prefill and
-decode tokens/s, for each attention implementation, each in its own fresh process (as
+"""Accelerator check of `model.attention`: bfloat16 training tokens/s and MFU, a LoRA step's
+tokens/s, prefill and decode tokens/s, for each attention implementation, each in its own fresh process (as
 bench/train_step.py runs its sides); prints one markdown table for bench/RESULTS.md.
 
     python bench/device_check.py [--preset llama-1b] [--impls cudnn,xla] [--batch 4] [--seq 2048]
@@ -7,7 +7,8 @@ bench/train_step.py runs its sides); prints one markdown table for bench/RESULTS
     python bench/device_check.py --dry_run   # CPU, tiny model, a few steps, same code path
 
 Run through bench/device_check.sh on a lent GPU (it bounds the whole run to 8 minutes).
-The training step is bench/train_step.py's (`ours`: jitted step, AdamW, donated state); the
+The training steps are bench/train_step.py's (`ours`: jitted step, AdamW, donated state;
+`lora`: adapters of --lora_rank on every projection, AdamW on the adapters only); the
 sampler is the one bench/generate.py times. MFU counts the model's training FLOPs
 (`ModelConfig.flops_per_token`) against the chip's dense bfloat16 peak (a measured matmul
 peak where the chip is not in PEAK_FLOPS, e.g. on CPU).
@@ -27,16 +28,17 @@ os.environ.setdefault("JAX_PLATFORMS", "")
 import numpy as np  # noqa: E402
 from generate import best_time  # noqa: E402  (bench/generate.py)
 from sides import run_side  # noqa: E402  (bench/sides.py)
-from train_step import matmul_peak_jax, ours  # noqa: E402  (bench/train_step.py)
+from train_step import lora, matmul_peak_jax, ours  # noqa: E402  (bench/train_step.py)
 
 # Dense bfloat16 peak FLOP/s per chip (vendor figures, SXM parts).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-DRY_RUN = dict(preset="tiny-llama", impls="xla,auto", batch=2, seq=128, steps=2, prompt=16, new=16, gen_batch=2)
+DRY_RUN = dict(preset="tiny-llama", impls="xla,auto", batch=2, seq=128, steps=2, prompt=16, new=16, gen_batch=2,
+               lora_rank=4)
 
 
-def train_tokens_per_second(cfg, batch: int, seq: int, steps: int) -> float:
-    """Training tokens/s of bench/train_step.py's step: median of `steps` timed steps after a compiling one."""
-    one = ours(cfg, batch, seq)
+def train_tokens_per_second(one, batch: int, seq: int, steps: int) -> float:
+    """Tokens/s of a bench/train_step.py step `one` (a call runs one step): median of `steps`
+    timed steps after a compiling one."""
     one()
     times = []
     for _ in range(steps):
@@ -87,11 +89,13 @@ def measure(impl: str, args) -> dict:
 
     cfg = get_preset(args.preset, dtype="bfloat16", remat=args.remat, attention=impl)
     resolved = resolve_impl(impl, current_backend(), jax.numpy.bfloat16)
-    train = train_tokens_per_second(cfg, args.batch, args.seq, args.steps)
+    train = train_tokens_per_second(ours(cfg, args.batch, args.seq), args.batch, args.seq, args.steps)
+    lora_train = (train_tokens_per_second(lora(cfg, args.batch, args.seq, args.lora_rank), args.batch, args.seq,
+                                          args.steps) if args.lora_rank else float("nan"))
     prefill, decode = generation_tokens_per_second(cfg, args.gen_batch, args.prompt, args.new)
     kind, peak = chip_peak()
     return {"impl": impl, "resolved": resolved, "device": kind, "train": train,
-            "mfu": train * cfg.flops_per_token(args.seq) / peak, "prefill": prefill, "decode": decode}
+            "mfu": train * cfg.flops_per_token(args.seq) / peak, "lora": lora_train, "prefill": prefill, "decode": decode}
 
 
 def table(rows: list[dict], args) -> str:
@@ -99,12 +103,12 @@ def table(rows: list[dict], args) -> str:
     import jax
 
     head = (f"{rows[0]['device']}, jax {jax.__version__}: {args.preset} bfloat16, remat={args.remat}; "
-            f"training batch {args.batch}x{args.seq} (AdamW); generation batch {args.gen_batch}, "
+            f"training batch {args.batch}x{args.seq} (AdamW; LoRA rank {args.lora_rank}); generation batch {args.gen_batch}, "
             f"prompt {args.prompt}, {args.new} new tokens\n\n")
-    lines = ["| attention | runs | train tokens/s | MFU | prefill tokens/s | decode tokens/s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| attention | runs | train tokens/s | MFU | LoRA train tokens/s | prefill tokens/s | decode tokens/s |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['impl']} | {r['resolved']} | {r['train']:,.0f} | {r['mfu']:.1%} | "
+        lines.append(f"| {r['impl']} | {r['resolved']} | {r['train']:,.0f} | {r['mfu']:.1%} | {r['lora']:,.0f} | "
                      f"{r['prefill']:,.0f} | {r['decode']:,.1f} |")
     return head + "\n".join(lines)
 
@@ -121,6 +125,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--prompt", type=int, default=512, help="prompt tokens for prefill")
     p.add_argument("--new", type=int, default=64, help="new tokens for decode")
     p.add_argument("--gen_batch", type=int, default=8, help="sequences generated at once")
+    p.add_argument("--lora_rank", type=int, default=16, help="LoRA adapter rank for the LoRA step (0: skip it)")
     p.add_argument("--dry_run", action="store_true", help="CPU, tiny model, a few steps (tests this script)")
     p.add_argument("--side", help="(internal) measure one setting, print JSON")
     args = p.parse_args(argv)
@@ -138,7 +143,7 @@ def main() -> None:
         print(json.dumps(measure(args.side, args)))
         return
     argv = [f"--{k}={getattr(args, k)}" for k in ("preset", "batch", "seq", "steps", "remat", "prompt", "new",
-                                                   "gen_batch")]
+                                                   "gen_batch", "lora_rank")]
     rows = [run_side(__file__, argv, impl) for impl in args.impls.split(",")]
     print(table(rows, args), flush=True)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared accelerator check for a lent GPU (H100/H200), at most 8 minutes:
 # bfloat16 training tokens/s and MFU for llama-1b with model.attention cudnn vs xla,
-# prefill and decode tokens/s; prints one markdown table for bench/RESULTS.md.
+# a LoRA step's tokens/s, prefill and decode tokens/s; prints one markdown table for
+# bench/RESULTS.md.
 #
 #   bench/device_check.sh                 # on the GPU machine (JAX with CUDA installed)
 #   bench/device_check.sh --dry_run       # CPU, tiny model, a few steps: the same code path
@@ -15,7 +16,7 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then
-  sed -n '2,11s/^# \{0,1\}//p' "$0"
+  sed -n '2,12s/^# \{0,1\}//p' "$0"
   echo
   exec "$PYTHON" bench/device_check.py --help
 fi
