@@ -119,10 +119,16 @@ def fresh_params(cfg: ModelConfig, seed: int, lay: StateLayout):
 
 
 def params_from(path: str, lay: StateLayout):
-    """Parameters of a converted checkpoint or of a training run's latest step, sharded."""
+    """Parameters of a converted checkpoint or of a training run's latest step (a LoRA run's
+    base with its adapters merged in), sharded."""
     target = checkpoint.abstract_params(lay.params_shapes, lay.params_shardings)
     if run_checkpoint.is_run_dir(path):
-        step, _ = run_checkpoint.read_run_meta(path)
+        step, meta = run_checkpoint.read_run_meta(path)
+        if isinstance(meta.get("lora"), dict):
+            from easylm_imitate.lora.load import merged_run_params
+
+            merged = merged_run_params(path, step)[1]
+            return jax.tree.map(lambda a, s: jax.device_put(a, s), merged, lay.params_shardings)
         return run_checkpoint.restore_params_only(path, step, target)
     if not os.path.isdir(path):
         raise checkpoint.CheckpointError(f"init_from: {path}: no such checkpoint directory")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -119,3 +120,23 @@ def test_eval_backend_and_sharded_load_take_the_lora_run_directory(lora_run):
     request = [("Hello there", " friend")]
     ours, theirs = backend.loglikelihood(request)[0][0], frozen.loglikelihood(request)[0][0]
     assert ours != theirs  # the backend scores with the adapted model, not the base
+
+
+def test_init_from_a_lora_run_starts_from_the_merged_model(lora_run):
+    import types
+
+    from easylm_imitate import checkpoint as ckpt
+    from easylm_imitate.api import abstract_model
+    from easylm_imitate.train.state import params_from
+
+    _, run = lora_run
+    merged, _ = easylm_imitate.load(str(run))
+    _, abstract = abstract_model(merged.cfg)
+    shapes = abstract.to_pure_dict()
+    got = params_from(str(run), types.SimpleNamespace(params_shapes=shapes,
+                                                      params_shardings=ckpt.single_device_shardings(shapes)))
+    want = nnx.state(merged).to_pure_dict()
+    flat_got, flat_want = (jax.tree_util.tree_flatten_with_path(t)[0] for t in (got, want))
+    assert [p for p, _ in flat_got] == [p for p, _ in flat_want]
+    for (path, a), (_, b) in zip(flat_got, flat_want):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), path
