@@ -14,6 +14,15 @@ CORPUS = [
     "system user assistant You are a helpful assistant. Sure! Here are three tips.",
 ] * 20
 
+# A two-turn conversation with a system prompt: the templates' and the inspector's fixture.
+RECORD = {"id": "conv-1", "source": "t", "meta": {}, "turns": [
+    {"role": "system", "text": "You are a helpful assistant."},
+    {"role": "user", "text": "What is the capital of France?"},
+    {"role": "assistant", "text": "The capital of France is Paris."},
+    {"role": "user", "text": "How do I boil an egg?"},
+    {"role": "assistant", "text": "Put the egg in boiling water for nine minutes."},
+]}
+
 
 def train_bpe(pre_tokenizer: str = "bytelevel", vocab_size: int = 400):
     """A BPE tokenizer trained on CORPUS, wrapped as a PreTrainedTokenizerFast with EOS/ChatML tokens.

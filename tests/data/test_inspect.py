@@ -9,20 +9,13 @@ import subprocess
 import sys
 
 import pytest
-from data_helpers import write_jsonl
+from data_helpers import RECORD, write_jsonl
 
 from easylm_imitate.data import inspect as insp
 from easylm_imitate.data.packing import PackStats, next_token_pieces, pack_pieces
 from easylm_imitate.data.templates import get_template
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RECORD = {"id": "conv-1", "source": "t", "meta": {}, "turns": [
-    {"role": "system", "text": "You are a helpful assistant."},
-    {"role": "user", "text": "What is the capital of France?"},
-    {"role": "assistant", "text": "The capital of France is Paris."},
-    {"role": "user", "text": "How do I boil an egg?"},
-    {"role": "assistant", "text": "Put the egg in boiling water for nine minutes."},
-]}
 EXPECTED = {  # the loss spans: each assistant turn and the token that ends it
     "paper": [" The capital of France is Paris.</s>", " Put the egg in boiling water for nine minutes.</s>"],
     "chatml": ["The capital of France is Paris.<|im_end|>", "Put the egg in boiling water for nine minutes.<|im_end|>"],

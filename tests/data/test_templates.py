@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from data_helpers import RECORD
 
 from easylm_imitate.data.templates import EmptyLossMask, TemplateError, get_template
 
-RECORD = {"id": "conv-1", "source": "t", "meta": {}, "turns": [
-    {"role": "system", "text": "You are a helpful assistant."},
-    {"role": "user", "text": "What is the capital of France?"},
-    {"role": "assistant", "text": "The capital of France is Paris."},
-    {"role": "user", "text": "How do I boil an egg?"},
-    {"role": "assistant", "text": "Put the egg in boiling water for nine minutes."},
-]}
 
 
 def masked_runs(ids, mask, tokenizer) -> list[str]:

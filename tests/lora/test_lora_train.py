@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
-import signal
 import subprocess
-import time
 
 import jax
 import numpy as np
@@ -18,8 +15,8 @@ from flax import nnx
 from easylm_imitate import checkpoint
 from easylm_imitate.assets import asset_path
 from easylm_imitate.models import build_model, get_preset
-from support.train_helpers import (REPO, assert_same_final_params, env_with_devices, final_params, read_metrics,
-                                   run_train, train_cmd)
+from support.train_helpers import (REPO, assert_same_final_params, env_with_devices, final_params,
+                                   kill_9_after_a_checkpoint, read_metrics, run_train, train_cmd)
 
 
 @pytest.fixture(scope="module")
@@ -103,19 +100,7 @@ def test_kill_9_then_rerun_is_bitwise_equal_to_an_uninterrupted_lora_run(base, t
     run_train(str(reference), *steps)
 
     resumed = tmp_path / "resumed"
-    proc = subprocess.Popen(train_cmd(str(resumed), *steps), env=env_with_devices(8), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_after = random.Random().choice([4, 8, 12])
-    ckpts = resumed / "checkpoints"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        done = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if ckpts.exists() else []
-        if done and max(done) >= kill_after:
-            break
-        assert proc.poll() is None, "training finished before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_after_a_checkpoint(resumed, steps, [4, 8, 12])
     out = run_train(str(resumed), *steps)
     assert "resuming from step" in out.stdout
     assert_same_final_params(resumed, reference)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
 import time
@@ -99,6 +101,18 @@ def wait_until(condition, procs, timeout: float = 240, what: str = "condition"):
             assert proc.poll() is None, f"training exited ({proc.returncode}) before {what}"
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_9_after_a_checkpoint(workdir, overrides, steps_to_kill_after, devices: int = 8) -> None:
+    """Start training in `workdir`, SIGKILL it once a checkpoint of at least one of
+    `steps_to_kill_after` (chosen at random) is complete, and wait for it to die."""
+    proc = subprocess.Popen(train_cmd(str(workdir), *overrides), env=env_with_devices(devices), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_after = random.Random().choice(list(steps_to_kill_after))
+    wait_until(lambda: (checkpoint_steps(str(workdir)) or [-1])[-1] >= kill_after, [proc],
+               what=f"a checkpoint at step >= {kill_after}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 def assert_metrics_like_reference(workdir, reference) -> None:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import time
 
 import numpy as np
-import pytest
 
-from support.train_helpers import REPO, env_with_devices, final_params, run_train, smoke_config, train_cmd
+from support.train_helpers import (REPO, env_with_devices, final_params, kill_9_after_a_checkpoint, run_train,
+                                   smoke_config, train_cmd)
 
 
 def test_smoke_run_learns_and_writes_a_loadable_run(tmp_path):
@@ -42,19 +41,7 @@ def test_kill_9_then_rerun_gives_bitwise_identical_parameters(tmp_path):
     run_train(str(reference), *steps)
 
     resumed = tmp_path / "resumed"
-    proc = subprocess.Popen(train_cmd(str(resumed), *steps), env=env_with_devices(8), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_after = random.Random().choice([8, 12, 16, 20])
-    deadline = time.time() + 240
-    ckpts = resumed / "checkpoints"
-    while time.time() < deadline:
-        done = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if ckpts.exists() else []
-        if done and max(done) >= kill_after:
-            break
-        assert proc.poll() is None, "training finished before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_9_after_a_checkpoint(resumed, steps, [8, 12, 16, 20])
     run_train(str(resumed), *steps)
 
     a, b = final_params(str(reference)), final_params(str(resumed))
