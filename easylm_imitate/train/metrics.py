@@ -128,6 +128,14 @@ class Logger:
         self._records = {record_key(r): r for r in records}
         self._file = open(self._path, "a", encoding="utf-8")
 
+    def logged(self, step: int, kind: str) -> bool:
+        """Whether metrics.jsonl already holds the (step, kind) record; process 0's answer on
+        every process (a collective: call it on all of them)."""
+        from jax.experimental import multihost_utils
+
+        held = self._file is not None and (step, kind) in self._records
+        return bool(multihost_utils.broadcast_one_to_all(np.asarray(held)))
+
     def write(self, step: int, scalars: dict, kind: str = "train") -> None:
         """Record scalars of `kind` (`train` or `eval`) for `step`."""
         record = {"step": step, "kind": kind, **{k: float(np.asarray(v)) for k, v in scalars.items()}}

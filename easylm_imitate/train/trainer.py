@@ -263,8 +263,8 @@ def _train(config, workdir: str, log) -> TrainResult:
                 if config.eval_every_steps and step % config.eval_every_steps == 0 and step != total_steps:
                     with off_the_clock():
                         evaluate(step)
-        if not interrupted:
-            evaluate(step)
+        if not interrupted and not (step == start and logger.logged(step, "eval")):
+            evaluate(step)  # a rerun of a finished run keeps the final eval it logged
     finally:
         bar.close()
         try:  # waits for the last save; a failure already on its way is the one reported

@@ -62,3 +62,13 @@ def test_kill_9_then_rerun_logs_every_step_once_with_the_uninterrupted_values(tm
         proc.wait()
     run_train(str(run), *steps)
     assert_metrics_like_reference(run, reference)
+
+
+def test_rerunning_a_finished_run_keeps_its_final_eval_and_does_not_redo_it(tmp_path):
+    steps = ("--config.total_steps=4", "--config.save_every_steps=2", "--config.eval_every_steps=0")
+    first = run_train(str(tmp_path), *steps, devices=1)
+    assert "step 4: eval loss" in first.stdout
+    before = read_metrics(tmp_path)
+    rerun = run_train(str(tmp_path), *steps, devices=1)
+    assert "resuming from step 4" in rerun.stdout and "eval loss" not in rerun.stdout, rerun.stdout
+    assert read_metrics(tmp_path) == before  # the eval the finished run logged stays, once
