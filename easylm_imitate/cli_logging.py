@@ -29,7 +29,7 @@ class _LibraryTracebacks(logging.Filter):
     def __init__(self, libraries: tuple[str, ...], path: str):
         super().__init__()
         self._parts = tuple(f"{os.sep}{name}{os.sep}" for name in libraries)
-        self.file = _QuietFileHandler(path)
+        self._file = _QuietFileHandler(path)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
@@ -39,7 +39,7 @@ class _LibraryTracebacks(logging.Filter):
         if record.name != "asyncio" and not any(p in record.pathname for p in self._parts):
             return True
         if record.exc_info or record.exc_text:
-            self.file.handle(record)
+            self._file.handle(record)
             return False
         return True
 

@@ -17,9 +17,9 @@ import easylm_imitate
 from easylm_imitate import parallel
 from easylm_imitate.checkpoint import CheckpointError
 from easylm_imitate.data import train_loader
+from easylm_imitate.fileio import write_json_atomic, write_jsonl_atomic
 from easylm_imitate.lora import adapters as lora_adapters
 from easylm_imitate.lora import run as lora_run_lib
-from easylm_imitate.fileio import write_json_atomic, write_jsonl_atomic
 from easylm_imitate.train import metrics as metrics_lib
 from easylm_imitate.train import integrity, peak_flops, resume, run_checkpoint, run_lock, state as state_lib
 from easylm_imitate.train.nonfinite import NonFiniteError, NonFiniteGuard
@@ -173,11 +173,13 @@ def _train(config, workdir: str, log) -> TrainResult:
     if data_state is not None:
         batches.set_state(data_state)
     batch_shardings = {k: parallel.batch_sharding(mesh) for k in train_rows.rows}
-    step_fn = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh,
-                                     config.sharding_rules, guard.skip)
-    eval_fn = jax.jit(functools.partial(eval_step, lay.graphdef), in_shardings=(lay.params_shardings, batch_shardings))
     if lora_run is not None:
         step_fn, eval_fn = lora_run.train_step_fn(config.grad_accum_steps, guard.skip), lora_run.eval_fn()
+    else:
+        step_fn = state_lib.jit_train_step(lay, optimizer, schedule, config.grad_accum_steps, mesh,
+                                         config.sharding_rules, guard.skip)
+        eval_fn = jax.jit(functools.partial(eval_step, lay.graphdef),
+                          in_shardings=(lay.params_shardings, batch_shardings))
 
     peak = peak_flops.peak_flops_per_device(config.peak_flops_per_device, config.model.dtype)
     throughput = metrics_lib.Throughput(cfg.flops_per_token(config.seq_length), peak, jax.device_count(), log)
