@@ -26,6 +26,8 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
+_OPEN_TIMEOUT_S = 30.0  # how long opening waits on other processes holding the journal
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, texts TEXT NOT NULL,
@@ -93,23 +95,45 @@ class Journal:
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path or ":memory:", check_same_thread=False, isolation_level=None,
-                                       timeout=30.0)
-            if self.path is not None:
-                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise sqlite3.OperationalError(f"could not switch to WAL mode (got {mode})")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            for table, column, kind in _ADDED_COLUMNS:
-                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    try:
-                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                    except sqlite3.OperationalError as e:  # another process added it first
-                        if "duplicate column" not in str(e):
-                            raise
+                                       timeout=_OPEN_TIMEOUT_S)
+            self._retry_while_locked(self._set_up)
         except sqlite3.DatabaseError as e:
             raise RuntimeError(f"{self.path}: not a usable journal ({e})") from e
+
+    @staticmethod
+    def _retry_while_locked(step) -> None:
+        """Run `step`, retrying for up to `_OPEN_TIMEOUT_S` while another process holds the lock.
+
+        sqlite does not call its busy handler for every lock it takes while opening: switching to
+        WAL, or a reader upgrading to writer, can fail at once with "database is locked" when
+        several processes open one new journal together."""
+        deadline = time.monotonic() + _OPEN_TIMEOUT_S
+        delay = 0.01
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _set_up(self) -> None:
+        """WAL mode, full sync, the schema, and any columns an older journal lacks (idempotent)."""
+        if self.path is not None:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise sqlite3.OperationalError(f"could not switch to WAL mode (got {mode})")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as e:  # another process added it first
+                    if "duplicate column" not in str(e):
+                        raise
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
         """key -> {"request", "texts", "usage", "finish_reasons", "logprobs", "channel"} for the keys

@@ -82,3 +82,39 @@ def test_claims_are_exclusive_until_released_answered_expired_or_their_owner_die
     finally:
         a.close()
         b.close()
+
+
+_OPEN_TOGETHER = """
+import multiprocessing as mp, os, sys
+from easylm_imitate.imitation.journal import Journal
+
+def open_journal(path, barrier, results):
+    barrier.wait()
+    try:
+        Journal(path)
+        results.put("ok")
+    except Exception as e:
+        results.put(repr(e))
+
+if __name__ == "__main__":
+    rounds, n = int(sys.argv[2]), 16
+    for r in range(rounds):
+        path = os.path.join(sys.argv[1], f"round{r}.journal")
+        barrier, results = mp.Barrier(n), mp.Queue()
+        procs = [mp.Process(target=open_journal, args=(path, barrier, results)) for _ in range(n)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join()
+        print(next((o for o in outcomes if o != "ok"), "ok"))
+"""
+
+
+def test_processes_opening_a_new_journal_at_once_all_get_it(tmp_path):
+    """Sixteen processes open one fresh journal at the same instant, 60 times over: none is told it
+    is locked (sqlite skips its busy handler when switching to WAL, so opening retries)."""
+    proc = subprocess.run([sys.executable, "-c", _OPEN_TOGETHER, str(tmp_path), "60"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["ok"] * 60, proc.stdout
