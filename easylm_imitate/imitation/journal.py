@@ -26,6 +26,8 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
+from easylm_imitate.sqlite_retry import retry_while_locked
+
 _OPEN_TIMEOUT_S = 30.0  # how long opening waits on other processes holding the journal
 
 _SCHEMA = """
@@ -96,27 +98,9 @@ class Journal:
         try:
             self._db = sqlite3.connect(self.path or ":memory:", check_same_thread=False, isolation_level=None,
                                        timeout=_OPEN_TIMEOUT_S)
-            self._retry_while_locked(self._set_up)
+            retry_while_locked(self._set_up, _OPEN_TIMEOUT_S)
         except sqlite3.DatabaseError as e:
             raise RuntimeError(f"{self.path}: not a usable journal ({e})") from e
-
-    @staticmethod
-    def _retry_while_locked(step) -> None:
-        """Run `step`, retrying for up to `_OPEN_TIMEOUT_S` while another process holds the lock.
-
-        sqlite does not call its busy handler for every lock it takes while opening: switching to
-        WAL, or a reader upgrading to writer, can fail at once with "database is locked" when
-        several processes open one new journal together."""
-        deadline = time.monotonic() + _OPEN_TIMEOUT_S
-        delay = 0.01
-        while True:
-            try:
-                return step()
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
 
     def _set_up(self) -> None:
         """WAL mode, full sync, the schema, and any columns an older journal lacks (idempotent)."""

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from easylm_imitate.evaluation.rating.pairs import Item
+from easylm_imitate.sqlite_retry import retry_while_locked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,10 +52,14 @@ def connect(path: str | os.PathLike) -> sqlite3.Connection:
     """Open (creating if needed) the study database in WAL mode with durable commits."""
     conn = sqlite3.connect(os.fspath(path), timeout=30, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(SCHEMA)
+
+    def set_up():
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(SCHEMA)
+
+    retry_while_locked(set_up, timeout_s=30)
     return conn
 
 
