@@ -173,10 +173,9 @@ def make_spec(lora_cfg, projections: list[Projection]) -> LoraSpec:
         raise LoraConfigError(f"lora.init: unknown init {lora_cfg.init!r} (expected one of {INITS})")
     if lora_cfg.base_dtype not in BASE_DTYPES:
         raise LoraConfigError(f"lora.base_dtype: unknown {lora_cfg.base_dtype!r} (expected one of {BASE_DTYPES})")
-    if float(lora_cfg.dropout) != 0.0:
-        raise LoraConfigError(
-            f"lora.dropout: {lora_cfg.dropout} is not supported yet (the adapters are merged into the weights "
-            "inside the step, where input dropout cannot be expressed); use 0.0")
+    dropout = float(lora_cfg.dropout)
+    if not 0.0 <= dropout < 1.0:
+        raise LoraConfigError(f"lora.dropout: must be in [0, 1), got {lora_cfg.dropout!r}")
     try:
         pattern = re.compile(lora_cfg.targets)
     except re.error as e:
@@ -186,7 +185,11 @@ def make_spec(lora_cfg, projections: list[Projection]) -> LoraSpec:
         names = sorted({p.name for p in projections})
         raise LoraConfigError(f"lora.targets: {lora_cfg.targets!r} matches no projection of this model; "
                               f"its projections are: {', '.join(names)} ({', '.join(p.key for p in projections)})")
-    return LoraSpec(rank, alpha, targets, tuple(projections), lora_cfg.init, lora_cfg.base_dtype, 0.0)
+    outside = [p.key for p in targets if p.path[0] != "blocks" or len(p.path) != 2 or not p.lead]
+    if outside:
+        raise LoraConfigError(f"lora.targets: {lora_cfg.targets!r} matches projections outside the layer stack "
+                              f"({', '.join(outside)}); adapters go on the stacked block projections only")
+    return LoraSpec(rank, alpha, targets, tuple(projections), lora_cfg.init, lora_cfg.base_dtype, dropout)
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:
@@ -253,9 +256,10 @@ def store_base(params: dict, spec: LoraSpec) -> dict:
 
 
 def effective_params(base: dict, adapters: dict, spec: LoraSpec, dtype) -> dict:
-    """The parameters the model runs on: targeted projections `W + scale * A @ B` in `dtype`
-    (the compute dtype, where the forward pass casts them anyway), other quantised
-    projections dequantised to `dtype`, everything else as stored."""
+    """The adapted model's parameters with the adapters merged in: targeted projections
+    `W + scale * A @ B` in `dtype`, other quantised projections dequantised to `dtype`,
+    everything else as stored (for loading and export; the train step adds the adapters
+    unmerged inside the layer scan instead)."""
     out = jax.tree.map(lambda x: x, base, is_leaf=quant.is_quantized)
     for p in spec.projections:
         w = _get(base, p.path)

@@ -68,6 +68,11 @@ class QuantizedArray:
         blocked = values.reshape(self.shape[:a] + (n // block, block) + self.shape[a + 1:])
         return (blocked * jnp.expand_dims(self.scales, a + 1)).reshape(self.shape).astype(dtype)
 
+    def unstacked(self) -> "QuantizedArray":
+        """One layer of a stacked parameter, as `lax.scan` slices it: codes and scales have
+        lost their leading `layers` axis already; this drops it from the static layout too."""
+        return self.replace(shape=self.shape[1:], axes=self.axes[1:], axis=self.axis - 1)
+
     @property
     def nbytes(self) -> int:
         """Bytes held by codes and scales."""

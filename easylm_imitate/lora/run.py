@@ -94,7 +94,7 @@ class LoraRun:
     schedule: optax.Schedule
     base_path: str
     fingerprint: str
-    dtype_name: str
+    seed: int  # of the adapters' dropout masks (config.seed)
     mesh: object
 
     def init_params(self, seed: int) -> dict:
@@ -104,12 +104,12 @@ class LoraRun:
     def train_step_fn(self, accum: int, skip_nonfinite: bool):
         """`(state, batch) -> (state, metrics)` over the frozen base."""
         jitted = lora_step.jit_train_step(self.lay, self.base_shardings, self.optimizer, self.schedule, accum,
-                                          self.spec, self.dtype_name, self.mesh, skip_nonfinite)
+                                          self.spec, self.seed, self.mesh, skip_nonfinite)
         return lambda state, batch: jitted(state, self.base, batch)
 
     def eval_fn(self):
         """`(adapters, batch) -> sums` over the frozen base."""
-        jitted = lora_step.jit_eval_step(self.lay, self.base_shardings, self.spec, self.dtype_name, self.mesh)
+        jitted = lora_step.jit_eval_step(self.lay, self.base_shardings, self.spec, self.mesh)
         return lambda adapters, batch: jitted(adapters, self.base, batch)
 
     def meta(self) -> dict:
@@ -179,4 +179,4 @@ def setup(config, cfg: ModelConfig, total_steps: int, mesh, workdir: str, log=pr
         f"({', '.join(sorted({t.name for t in spec.targets}))}): {n_adapter / 1e6:.3f}M trainable parameters; "
         f"base {base_path} (fingerprint {fingerprint}) stored as {spec.base_dtype}")
     return LoraRun(spec, p.lay, base, p.base_shardings, p.optimizer, p.schedule, base_path, fingerprint,
-                   config.model.dtype, mesh)
+                   config.seed, mesh)

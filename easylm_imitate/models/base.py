@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import flax.struct
 import jax
@@ -11,7 +11,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from easylm_imitate import parallel
-from easylm_imitate.models import attention, layers
+from easylm_imitate.models import attention, layers, modules
 from easylm_imitate.models.config import ModelConfig
 
 INIT_STD = 0.02
@@ -97,12 +97,16 @@ def cached_attention(cfg: ModelConfig, q, k, v, mask, layer_cache, index):
 
 
 class Blocks(nnx.Module):
-    """A stack of transformer blocks whose parameters carry a leading `layers` axis."""
+    """A stack of transformer blocks whose parameters carry a leading `layers` axis (stored
+    flat under their own names, e.g. `wq`; the forward pass builds each layer's module tree
+    over its slice, see `models.modules`)."""
 
-    def stacked(self, dtype) -> dict[str, jax.Array]:
-        """All block parameters as a dict of arrays cast to the compute dtype."""
-        return {name: var[...].astype(dtype) for name, var in vars(self).items()
-                if isinstance(var, nnx.Param)}
+    def stacked(self, dtype, replaced: Mapping | None = None) -> dict:
+        """All block parameters as a dict of arrays cast to the compute dtype; entries of
+        `replaced` (e.g. a QLoRA run's quantised projections) are taken as they are instead."""
+        replaced = replaced or {}
+        return {name: replaced[name] if name in replaced else var[...].astype(dtype)
+                for name, var in vars(self).items() if isinstance(var, nnx.Param)}
 
     def layer_axes(self) -> dict[str, tuple]:
         """Logical axes of one layer's slice of each stacked parameter."""
@@ -110,8 +114,14 @@ class Blocks(nnx.Module):
                 if isinstance(var, nnx.Param)}
 
 
+def _one_layer(value):
+    """A stacked entry's slice as the scan hands it over: arrays are sliced already; a
+    quantised array (a pytree) has its codes and scales sliced and its layout fixed here."""
+    return value.unstacked() if hasattr(value, "unstacked") else value
+
+
 class DecoderLM(nnx.Module):
-    """Shared forward pass. Families implement embed, block_context, block and head.
+    """Shared forward pass. Families implement embed, block_context, layer and head.
 
     `sharding_rules` (a `parallel.ShardingRules`, set by `parallel.shard_model`,
     `parallel.create_sharded_model`, `easylm_imitate.load(mesh=...)` and the train state's
@@ -131,8 +141,9 @@ class DecoderLM(nnx.Module):
         """Per-call values every block needs (e.g. RoPE tables)."""
         return None
 
-    def block(self, p: dict, x: jax.Array, context, mask, layer_cache, index):
-        """One transformer block: returns (x, updated layer cache or None)."""
+    def layer(self, make: modules.LayerFactory) -> nnx.Module:
+        """One layer's block module, built by `make` over that layer's parameter slice; called
+        as `block(x, context, mask, layer_cache, index) -> (x, updated layer cache or None)`."""
         raise NotImplementedError
 
     def head(self, x: jax.Array, dtype) -> jax.Array:
@@ -141,7 +152,8 @@ class DecoderLM(nnx.Module):
 
     def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
                  segment_ids: jax.Array | None = None, cache: KVCache | None = None,
-                 layer_params: Sequence[dict] | None = None):
+                 layer_params: Sequence[dict] | None = None, blocks: Mapping | None = None,
+                 adapters: modules.Adapters | None = None):
         """Logits [B, T, V] (float32) for token ids [B, T].
 
         `segment_ids` (0 = padding) keep packed examples from attending to each other;
@@ -152,6 +164,10 @@ class DecoderLM(nnx.Module):
         parameters) runs the layers as an unrolled loop over separate buffers, with a
         per-layer cache. Decoding on CPU wants this: a scan slices (copies) every layer's
         weights out of the stack at each step.
+
+        `blocks` replaces some stacked block parameters by name (a QLoRA run's quantised
+        projections, dequantised one layer at a time); `adapters` adds LoRA adapters to the
+        projections they name.
         """
         cfg = self.cfg
         dtype = layers.compute_dtype(cfg.dtype)
@@ -173,18 +189,30 @@ class DecoderLM(nnx.Module):
         context = self.block_context(positions)
         axes = self.blocks.layer_axes()
         rules = self.sharding_rules
+        if (blocks or adapters) and (layer_params is not None or cache is not None):
+            raise ValueError("blocks/adapters replace the stacked parameters of a scanned forward pass "
+                             "(training and scoring), not a cached or unrolled one")
 
-        def block(p, x, layer_cache):
-            # Without these pins XLA may keep the per-layer slices (and the stacked gradient
-            # accumulator of the scan) unsharded, or all-reduce full-batch activations.
-            p = {k: parallel.constrain(v, axes[k], rules) for k, v in p.items()}
-            return self.block(p, parallel.constrain(x, ACTIVATION_AXES, rules), context, mask, layer_cache, index)
+        def block(p, x, layer_cache, layer_adapters=None):
+            p = {name: _one_layer(value) for name, value in p.items()}
+            module = self.layer(modules.LayerFactory(p, axes, rules, layer_adapters))
+            # The residual stream is pinned at every layer: without it XLA may all-reduce
+            # full-batch activations (each module pins its own weights).
+            return module(parallel.constrain(x, ACTIVATION_AXES, rules), context, mask, layer_cache, index)
 
         if layer_params is not None:
             x, k_stack, v_stack = self._unrolled(block, x, layer_params, cache, dtype)
         elif cache is None:
-            params = self.blocks.stacked(dtype)
-            x, _ = layers.scan_layers(lambda x, p: (block(p, x, None)[0], None), x, params, cfg.remat)
+            params = self.blocks.stacked(dtype, blocks)
+            layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+            stacked_adapters = None if adapters is None else adapters.stacked
+
+            def body(x, xs):
+                p, layer, ad = xs
+                layer_adapters = None if adapters is None else adapters.replace(stacked=ad).for_layer(layer)
+                return block(p, x, None, layer_adapters)[0], None
+
+            x, _ = layers.scan_layers(body, x, (params, layer_ids, stacked_adapters), cfg.remat)
         else:
             if cache.per_layer:
                 raise ValueError("a per-layer KV cache needs layer_params")

@@ -8,6 +8,7 @@ from flax import nnx
 from easylm_imitate.models import layers
 from easylm_imitate.models.base import Blocks, DecoderLM, cached_attention, new_param
 from easylm_imitate.models.config import ModelConfig
+from easylm_imitate.models.modules import LayerNorm, Linear
 
 
 class GPT2Blocks(Blocks):
@@ -32,6 +33,44 @@ class GPT2Blocks(Blocks):
         self.b_proj = new_param(rngs, (n, d), ("layers", "norm"), "zeros")
 
 
+class GPT2Attention(nnx.Module):
+    """Multi-head self-attention with biased projections."""
+
+    def __init__(self, cfg: ModelConfig, q_proj: Linear, k_proj: Linear, v_proj: Linear, o_proj: Linear):
+        self.cfg = cfg
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = q_proj, k_proj, v_proj, o_proj
+
+    def __call__(self, h, context, mask, layer_cache, index):
+        """Attention output [B, T, D] of normed input `h` and the updated layer cache (or None)."""
+        attn, new_cache = cached_attention(self.cfg, self.q_proj(h), self.k_proj(h), self.v_proj(h), mask,
+                                           layer_cache, index)
+        return self.o_proj(attn), new_cache
+
+
+class GeluMLP(nnx.Module):
+    """The GPT-2 MLP: proj(gelu(fc(h)))."""
+
+    def __init__(self, fc: Linear, proj: Linear):
+        self.fc, self.proj = fc, proj
+
+    def __call__(self, h):
+        """MLP output [B, T, D]."""
+        return self.proj(layers.gelu(self.fc(h)))
+
+
+class GPT2Block(nnx.Module):
+    """Pre-LayerNorm attention then pre-LayerNorm GELU MLP, each with a residual."""
+
+    def __init__(self, ln1: LayerNorm, attn: GPT2Attention, ln2: LayerNorm, mlp: GeluMLP):
+        self.ln1, self.attn, self.ln2, self.mlp = ln1, attn, ln2, mlp
+
+    def __call__(self, x, context, mask, layer_cache, index):
+        """The block's output and the updated layer cache (or None)."""
+        attn, new_cache = self.attn(self.ln1(x).astype(x.dtype), context, mask, layer_cache, index)
+        x = x + attn
+        return x + self.mlp(self.ln2(x).astype(x.dtype)), new_cache
+
+
 class GPT2(DecoderLM):
     """A GPT-2-family causal language model."""
 
@@ -51,19 +90,14 @@ class GPT2(DecoderLM):
         x = jnp.take(self.wte[...], tokens, axis=0) + jnp.take(self.wpe[...], positions, axis=0)
         return x.astype(dtype)
 
-    def block(self, p, x, context, mask, layer_cache, index):
-        """Pre-LayerNorm attention then pre-LayerNorm GELU MLP, each with a residual."""
-        cfg, dtype = self.cfg, x.dtype
-        h = layers.layer_norm(x, p["ln1_scale"], p["ln1_bias"], cfg.norm_eps).astype(dtype)
-        q = layers.project(h, p["wq"], "q_proj", p["bq"])
-        k = layers.project(h, p["wk"], "k_proj", p["bk"])
-        v = layers.project(h, p["wv"], "v_proj", p["bv"])
-        attn, new_cache = cached_attention(cfg, q, k, v, mask, layer_cache, index)
-        x = x + layers.project(attn, p["wo"], "o_proj", p["bo"], in_dims=2)
-        h = layers.layer_norm(x, p["ln2_scale"], p["ln2_bias"], cfg.norm_eps).astype(dtype)
-        h = layers.gelu(layers.project(h, p["w_fc"], "mlp_up", p["b_fc"]))
-        x = x + layers.project(h, p["w_proj"], "mlp_down", p["b_proj"])
-        return x, new_cache
+    def layer(self, make):
+        """A GPT-2 block over one layer's parameters."""
+        cfg = self.cfg
+        attn = GPT2Attention(cfg, make.linear("wq", "q_proj", bias="bq"), make.linear("wk", "k_proj", bias="bk"),
+                             make.linear("wv", "v_proj", bias="bv"), make.linear("wo", "o_proj", bias="bo", in_dims=2))
+        mlp = GeluMLP(make.linear("w_fc", "mlp_up", bias="b_fc"), make.linear("w_proj", "mlp_down", bias="b_proj"))
+        return GPT2Block(make.layer_norm("ln1_scale", "ln1_bias", cfg.norm_eps), attn,
+                         make.layer_norm("ln2_scale", "ln2_bias", cfg.norm_eps), mlp)
 
     def head(self, x, dtype):
         """Final LayerNorm and the tied output projection, float32 logits."""

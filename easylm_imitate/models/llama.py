@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from easylm_imitate.models import layers
 from easylm_imitate.models.base import Blocks, DecoderLM, cached_attention, new_param
 from easylm_imitate.models.config import ModelConfig
+from easylm_imitate.models.modules import Linear, RMSNorm
 
 
 class LlamaBlocks(Blocks):
@@ -26,6 +26,46 @@ class LlamaBlocks(Blocks):
         self.w_gate = new_param(rngs, (n, d, f), ("layers", "embed", "mlp"))
         self.w_up = new_param(rngs, (n, d, f), ("layers", "embed", "mlp"))
         self.w_down = new_param(rngs, (n, f, d), ("layers", "mlp", "embed"))
+
+
+class LlamaAttention(nnx.Module):
+    """Grouped-query self-attention with rotate-half RoPE on queries and keys."""
+
+    def __init__(self, cfg: ModelConfig, q_proj: Linear, k_proj: Linear, v_proj: Linear, o_proj: Linear):
+        self.cfg = cfg
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = q_proj, k_proj, v_proj, o_proj
+
+    def __call__(self, h, rope, mask, layer_cache, index):
+        """Attention output [B, T, D] of normed input `h` and the updated layer cache (or None)."""
+        cos, sin = rope
+        q = layers.apply_rope(self.q_proj(h), cos, sin)
+        k = layers.apply_rope(self.k_proj(h), cos, sin)
+        attn, new_cache = cached_attention(self.cfg, q, k, self.v_proj(h), mask, layer_cache, index)
+        return self.o_proj(attn), new_cache
+
+
+class SwiGLU(nnx.Module):
+    """The LLaMA MLP: down(silu(gate(h)) * up(h))."""
+
+    def __init__(self, gate: Linear, up: Linear, down: Linear):
+        self.gate, self.up, self.down = gate, up, down
+
+    def __call__(self, h):
+        """MLP output [B, T, D]."""
+        return self.down(layers.swiglu(self.gate(h), self.up(h)))
+
+
+class LlamaBlock(nnx.Module):
+    """Pre-norm attention then pre-norm SwiGLU, each with a residual."""
+
+    def __init__(self, attn_norm: RMSNorm, attn: LlamaAttention, mlp_norm: RMSNorm, mlp: SwiGLU):
+        self.attn_norm, self.attn, self.mlp_norm, self.mlp = attn_norm, attn, mlp_norm, mlp
+
+    def __call__(self, x, context, mask, layer_cache, index):
+        """The block's output and the updated layer cache (or None)."""
+        attn, new_cache = self.attn(self.attn_norm(x).astype(x.dtype), context, mask, layer_cache, index)
+        x = x + attn
+        return x + self.mlp(self.mlp_norm(x).astype(x.dtype)), new_cache
 
 
 class Llama(DecoderLM):
@@ -50,21 +90,13 @@ class Llama(DecoderLM):
         """RoPE cos/sin tables for these positions."""
         return layers.rope_tables(positions, self.cfg.dim_per_head, self.cfg.rope_theta)
 
-    def block(self, p, x, context, mask, layer_cache, index):
-        """Pre-norm attention then pre-norm SwiGLU, each with a residual."""
-        cfg, dtype = self.cfg, x.dtype
-        cos, sin = context
-        h = layers.rms_norm(x, p["attn_norm"], cfg.norm_eps).astype(dtype)
-        q = layers.apply_rope(layers.project(h, p["wq"], "q_proj"), cos, sin)
-        k = layers.apply_rope(layers.project(h, p["wk"], "k_proj"), cos, sin)
-        v = layers.project(h, p["wv"], "v_proj")
-        attn, new_cache = cached_attention(cfg, q, k, v, mask, layer_cache, index)
-        x = x + layers.project(attn, p["wo"], "o_proj", in_dims=2)
-        h = layers.rms_norm(x, p["mlp_norm"], cfg.norm_eps).astype(dtype)
-        gate = layers.project(h, p["w_gate"], "mlp_gate")
-        up = layers.project(h, p["w_up"], "mlp_up")
-        x = x + layers.project(layers.swiglu(gate, up), p["w_down"], "mlp_down")
-        return x, new_cache
+    def layer(self, make):
+        """A LLaMA block over one layer's parameters."""
+        cfg = self.cfg
+        attn = LlamaAttention(cfg, make.linear("wq", "q_proj"), make.linear("wk", "k_proj"),
+                              make.linear("wv", "v_proj"), make.linear("wo", "o_proj", in_dims=2))
+        mlp = SwiGLU(make.linear("w_gate", "mlp_gate"), make.linear("w_up", "mlp_up"), make.linear("w_down", "mlp_down"))
+        return LlamaBlock(make.rms_norm("attn_norm", cfg.norm_eps), attn, make.rms_norm("mlp_norm", cfg.norm_eps), mlp)
 
     def head(self, x, dtype):
         """Final RMSNorm and the (possibly tied) output projection, float32 logits."""

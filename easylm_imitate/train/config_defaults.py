@@ -70,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.lora = ml_collections.ConfigDict()
     c.lora.rank = 0  # 0: full fine-tuning
     c.lora.alpha = 16.0  # the adapter update is scaled by alpha / rank
-    c.lora.dropout = 0.0  # only 0.0 for now (the adapters are merged into the weights in the step)
+    c.lora.dropout = 0.0  # dropout on each adapter's input while training (peft's lora_dropout)
     c.lora.targets = "q|k|v|o|gate|up|down"  # regex fully matching projection names (or paths like blocks/wq)
     c.lora.init = "gaussian"  # A: gaussian (std 1/rank) | kaiming_uniform; B starts at zero
     c.lora.base_dtype = "float32"  # frozen base kept as: float32 | bfloat16 | int8 | nf4 (QLoRA)

@@ -175,7 +175,7 @@ def plan(config, topology: str = "") -> MemoryPlan:
         from easylm_imitate.lora import step as lora_step
 
         step = lora_step.jit_train_step(lay, lora_plan.base_shardings, optimizer, schedule, config.grad_accum_steps,
-                                        lora_plan.spec, config.model.dtype, mesh)
+                                        lora_plan.spec, config.seed, mesh)
         args = (state_shapes, lora_plan.stored_abstract, batch_shapes)
         frozen_bytes = per_device_bytes(lora_plan.stored_abstract, lora_plan.base_shardings)
     common = dict(target=target, devices=len(devices), mesh=dict(mesh.shape), params_bytes=params_bytes,

@@ -26,10 +26,11 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-def loss_terms(graphdef, params, batch) -> tuple[jax.Array, dict]:
-    """Summed cross-entropy over weighted tokens, plus count and correct-token sums."""
+def loss_terms(graphdef, params, batch, **forward) -> tuple[jax.Array, dict]:
+    """Summed cross-entropy over weighted tokens, plus count and correct-token sums.
+    `forward`: extra arguments of the model's forward pass (a LoRA run's `blocks`, `adapters`)."""
     model = nnx.merge(graphdef, params)
-    logits = model(batch["inputs"], positions=batch["positions"], segment_ids=batch["segment_ids"])
+    logits = model(batch["inputs"], positions=batch["positions"], segment_ids=batch["segment_ids"], **forward)
     weights = batch["weights"].astype(jnp.float32)
     losses = cross_entropy(logits, batch["targets"])
     # A token is correct when its target logit is the largest (argmax over the vocabulary

@@ -48,15 +48,16 @@ def gpt2_run(tmp_path_factory):
 
 
 def our_logits(run) -> np.ndarray:
-    """Logits of the run's adapted model as the train step forms it (base + scale * A @ B)."""
+    """Logits of the run's adapted model as the eval step computes them (base, plus each
+    adapter's unmerged term inside the layer scan)."""
     from easylm_imitate.api import abstract_model
-    from easylm_imitate.lora.adapters import effective_params
     from easylm_imitate.lora.load import read_run
+    from easylm_imitate.lora.step import model_inputs
 
     _, _, cfg, spec, base, adapters = read_run(str(run))
-    graphdef, state = abstract_model(cfg)
-    state.replace_by_pure_dict(effective_params(base, adapters, spec, jnp.float32))
-    return np.asarray(nnx.merge(graphdef, state)(jnp.asarray(IDS)))
+    graphdef, _ = abstract_model(cfg)
+    params, forward = model_inputs(base, adapters, spec, key=None)
+    return np.asarray(nnx.merge(graphdef, params)(jnp.asarray(IDS), **forward))
 
 
 def export(*args) -> subprocess.CompletedProcess:

@@ -91,10 +91,11 @@ def test_qlora_run_lowers_the_loss(base, tmp_path, kind):
 
 
 def test_kill_9_then_rerun_is_bitwise_equal_to_an_uninterrupted_lora_run(base, tmp_path):
-    # Adafactor, 2 micro-batches, full remat, an int8 base, on a dp x fsdp x tp mesh.
+    # Adafactor, 2 micro-batches, full remat, an int8 base, adapter dropout (masks drawn from
+    # the step), on a dp x fsdp x tp mesh.
     steps = lora_flags(base, "--config.total_steps=16", "--config.save_every_steps=4",
                        "--config.optimizer.name=adafactor_scaled", "--config.grad_accum_steps=2",
-                       "--config.model.remat=full", "--config.lora.base_dtype=int8",
+                       "--config.model.remat=full", "--config.lora.base_dtype=int8", "--config.lora.dropout=0.1",
                        "--config.mesh=dp:2,fsdp:2,tp:2")
     reference = tmp_path / "reference"
     run_train(str(reference), *steps)
