@@ -141,6 +141,13 @@ class DecoderLM(nnx.Module):
         """Per-call values every block needs (e.g. RoPE tables)."""
         return None
 
+    def layer_module(self, index: int) -> nnx.Module:
+        """Layer `index`'s block module (a tree of NNX modules: norms, attention, MLP and their
+        `Linear` projections) over that layer's slice of the stacked parameters, as the forward
+        pass builds it; for inspecting one layer or running it alone."""
+        p = {name: value[index] for name, value in self.blocks.stacked(layers.compute_dtype(self.cfg.dtype)).items()}
+        return self.layer(modules.LayerFactory(p, self.blocks.layer_axes(), self.sharding_rules))
+
     def layer(self, make: modules.LayerFactory) -> nnx.Module:
         """One layer's block module, built by `make` over that layer's parameter slice; called
         as `block(x, context, mask, layer_cache, index) -> (x, updated layer cache or None)`."""
