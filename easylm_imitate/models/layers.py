@@ -1,4 +1,4 @@
-"""Pure functions shared by the model families: projections, norms, SwiGLU, RoPE, remat.
+"""Pure functions behind the model's modules (`modules.py`): projections, norms, SwiGLU, RoPE, remat.
 
 The differentiable pieces have hand-written backward passes that keep only their inputs as
 residuals: under the scanned layers every residual is stacked across layers, and what
@@ -12,7 +12,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax.ad_checkpoint import checkpoint_name
 
 # What the blocks tag their intermediate results with (`jax.ad_checkpoint.checkpoint_name`):
 # one name per projection, the same for both families (GPT-2's fc/proj are mlp_up/mlp_down),
@@ -237,15 +236,6 @@ def remat_policy(name: str):
     if saves is None:
         return None
     return jax.checkpoint_policies.save_only_these_names(*saves)
-
-
-def project(x: jax.Array, w: jax.Array, name: str, bias: jax.Array | None = None, in_dims: int = 1) -> jax.Array:
-    """The projection `name` (one of `PROJECTION_NAMES`): `dense(x, w, in_dims)` plus `bias`,
-    tagged with its name for the remat policies."""
-    out = dense(x, w, in_dims)
-    if bias is not None:
-        out = out + bias
-    return checkpoint_name(out, name)
 
 
 def scan_layers(body, carry, stacked, remat: str):
