@@ -94,7 +94,7 @@ def lora(cfg, batch: int, seq: int, rank: int):
     holder = [TrainState(adapters, optimizer.init(adapters), jnp.zeros((), jnp.int32))]
     data = _data(cfg, batch, seq)
     step = jax.jit(functools.partial(lora_train_step, graphdef, optimizer, optax.constant_schedule(1e-4), 1, spec,
-                                     cfg.dtype), donate_argnums=0)
+                                     0), donate_argnums=0)  # seed 0 (of the dropout masks; rate 0 here)
 
     def one():
         holder[0], metrics = step(holder[0], base, data)
