@@ -8,7 +8,7 @@ from flax import nnx
 from easylm_imitate.models import layers
 from easylm_imitate.models.base import Blocks, DecoderLM, cached_attention, new_param
 from easylm_imitate.models.config import ModelConfig
-from easylm_imitate.models.modules import LayerNorm, Linear
+from easylm_imitate.models.modules import DecoderBlock, Linear
 
 
 class GPT2Blocks(Blocks):
@@ -58,19 +58,6 @@ class GeluMLP(nnx.Module):
         return self.proj(layers.gelu(self.fc(h)))
 
 
-class GPT2Block(nnx.Module):
-    """Pre-LayerNorm attention then pre-LayerNorm GELU MLP, each with a residual."""
-
-    def __init__(self, ln1: LayerNorm, attn: GPT2Attention, ln2: LayerNorm, mlp: GeluMLP):
-        self.ln1, self.attn, self.ln2, self.mlp = ln1, attn, ln2, mlp
-
-    def __call__(self, x, context, mask, layer_cache, index):
-        """The block's output and the updated layer cache (or None)."""
-        attn, new_cache = self.attn(self.ln1(x).astype(x.dtype), context, mask, layer_cache, index)
-        x = x + attn
-        return x + self.mlp(self.ln2(x).astype(x.dtype)), new_cache
-
-
 class GPT2(DecoderLM):
     """A GPT-2-family causal language model."""
 
@@ -96,7 +83,7 @@ class GPT2(DecoderLM):
         attn = GPT2Attention(cfg, make.linear("wq", "q_proj", bias="bq"), make.linear("wk", "k_proj", bias="bk"),
                              make.linear("wv", "v_proj", bias="bv"), make.linear("wo", "o_proj", bias="bo", in_dims=2))
         mlp = GeluMLP(make.linear("w_fc", "mlp_up", bias="b_fc"), make.linear("w_proj", "mlp_down", bias="b_proj"))
-        return GPT2Block(make.layer_norm("ln1_scale", "ln1_bias", cfg.norm_eps), attn,
+        return DecoderBlock(make.layer_norm("ln1_scale", "ln1_bias", cfg.norm_eps), attn,
                          make.layer_norm("ln2_scale", "ln2_bias", cfg.norm_eps), mlp)
 
     def head(self, x, dtype):

@@ -8,7 +8,7 @@ from flax import nnx
 from easylm_imitate.models import layers
 from easylm_imitate.models.base import Blocks, DecoderLM, cached_attention, new_param
 from easylm_imitate.models.config import ModelConfig
-from easylm_imitate.models.modules import Linear, RMSNorm
+from easylm_imitate.models.modules import DecoderBlock, Linear
 
 
 class LlamaBlocks(Blocks):
@@ -55,19 +55,6 @@ class SwiGLU(nnx.Module):
         return self.down(layers.swiglu(self.gate(h), self.up(h)))
 
 
-class LlamaBlock(nnx.Module):
-    """Pre-norm attention then pre-norm SwiGLU, each with a residual."""
-
-    def __init__(self, attn_norm: RMSNorm, attn: LlamaAttention, mlp_norm: RMSNorm, mlp: SwiGLU):
-        self.attn_norm, self.attn, self.mlp_norm, self.mlp = attn_norm, attn, mlp_norm, mlp
-
-    def __call__(self, x, context, mask, layer_cache, index):
-        """The block's output and the updated layer cache (or None)."""
-        attn, new_cache = self.attn(self.attn_norm(x).astype(x.dtype), context, mask, layer_cache, index)
-        x = x + attn
-        return x + self.mlp(self.mlp_norm(x).astype(x.dtype)), new_cache
-
-
 class Llama(DecoderLM):
     """A LLaMA-family causal language model."""
 
@@ -96,7 +83,7 @@ class Llama(DecoderLM):
         attn = LlamaAttention(cfg, make.linear("wq", "q_proj"), make.linear("wk", "k_proj"),
                               make.linear("wv", "v_proj"), make.linear("wo", "o_proj", in_dims=2))
         mlp = SwiGLU(make.linear("w_gate", "mlp_gate"), make.linear("w_up", "mlp_up"), make.linear("w_down", "mlp_down"))
-        return LlamaBlock(make.rms_norm("attn_norm", cfg.norm_eps), attn, make.rms_norm("mlp_norm", cfg.norm_eps), mlp)
+        return DecoderBlock(make.rms_norm("attn_norm", cfg.norm_eps), attn, make.rms_norm("mlp_norm", cfg.norm_eps), mlp)
 
     def head(self, x, dtype):
         """Final RMSNorm and the (possibly tied) output projection, float32 logits."""

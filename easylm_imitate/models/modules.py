@@ -106,6 +106,20 @@ class LayerNorm(nnx.Module):
         return layers.layer_norm(x, scale, bias, self.eps)
 
 
+class DecoderBlock(nnx.Module):
+    """A pre-norm transformer block: `x + attn(attn_norm(x))`, then `x + mlp(mlp_norm(x))`
+    (both families; the norms, attention and MLP are the family's)."""
+
+    def __init__(self, attn_norm: nnx.Module, attn: nnx.Module, mlp_norm: nnx.Module, mlp: nnx.Module):
+        self.attn_norm, self.attn, self.mlp_norm, self.mlp = attn_norm, attn, mlp_norm, mlp
+
+    def __call__(self, x, context, mask, layer_cache, index):
+        """The block's output and the updated layer cache (or None)."""
+        attn, new_cache = self.attn(self.attn_norm(x).astype(x.dtype), context, mask, layer_cache, index)
+        x = x + attn
+        return x + self.mlp(self.mlp_norm(x).astype(x.dtype)), new_cache
+
+
 @flax.struct.dataclass
 class Adapters:
     """LoRA adapters for a forward pass: `stacked` maps a block parameter's name (e.g. `wq`)

@@ -44,7 +44,7 @@ def test_a_gpt2_layer_has_biased_projections_and_layer_norms():
     block = build_model(get_preset("tiny-gpt2"), seed=0).layer_module(0)
     axes = _axes_by_path(block)
     assert {path[:2] for path in axes if path[-1] == "bias" and path[0] in ("attn", "mlp")} == GPT2_PROJECTIONS
-    assert axes[("ln1", "scale")] == axes[("ln1", "bias")] == ("norm",)
+    assert axes[("attn_norm", "scale")] == axes[("attn_norm", "bias")] == axes[("mlp_norm", "bias")] == ("norm",)
     assert axes[("attn", "o_proj", "bias")] == ("norm",)
 
 
