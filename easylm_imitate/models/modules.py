@@ -132,14 +132,15 @@ class Adapters:
     dropout: float = flax.struct.field(pytree_node=False, default=0.0)
 
     def for_layer(self, layer: jax.Array) -> "LayerAdapters":
-        """A callable making layer `layer`'s adapter for a parameter name (see `LayerFactory`)."""
+        """This layer's adapters (`self` holding the scan's slices), callable with a parameter
+        name as `LayerFactory` calls it."""
         return LayerAdapters(self, layer)
 
 
 @flax.struct.dataclass
 class LayerAdapters:
-    """One layer's slice of `Adapters` (arrays already sliced by the scan, or still stacked
-    with `layer` to index them)."""
+    """One layer's `Adapters`: their arrays as the layer scan sliced them, and the layer's
+    index (for its dropout key)."""
 
     adapters: Adapters
     layer: jax.Array
