@@ -10,8 +10,8 @@ the whole base is ever made. Gradient accumulation, both optimizers, the remat p
 the non-finite guard are the ordinary step's (`train.step.train_step` with `loss_fn`).
 
 `lora.dropout` masks each projection's adapter input with a key drawn from the run's seed,
-the step, the layer and the projection (the micro-batches of one step share it), so a resumed
-run draws the same masks.
+the step, the micro-batch, the layer and the projection, so a resumed run draws the same
+masks.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ def model_inputs(base: dict, adapters: dict, spec: LoraSpec, key: jax.Array | No
     return params, {"blocks": replaced, "adapters": block_adapters}
 
 
-def lora_loss_terms(graphdef, adapters, batch, *, base, spec: LoraSpec, key=None):
-    """`step.loss_terms` of the model with adapters `adapters` on the frozen `base` (`key`:
-    the step's dropout key, None in evaluation)."""
-    params, forward = model_inputs(base, adapters, spec, key)
+def lora_loss_terms(graphdef, adapters, batch, *, base, spec: LoraSpec, rng=None):
+    """`step.loss_terms` of the model with adapters `adapters` on the frozen `base` (`rng`:
+    the micro-batch's dropout key, None in evaluation)."""
+    params, forward = model_inputs(base, adapters, spec, rng)
     return step_lib.loss_terms(graphdef, params, batch, **forward)
 
 
@@ -54,9 +54,10 @@ def dropout_key(seed: int, step: jax.Array) -> jax.Array:
 def lora_train_step(graphdef, optimizer, schedule, accum: int, spec: LoraSpec, seed: int, state, base, batch,
                     skip_nonfinite: bool = False):
     """One optimizer update of the adapters in `state.params` over the frozen `base`."""
-    loss_fn = functools.partial(lora_loss_terms, base=base, spec=spec, key=dropout_key(seed, state.step))
+    loss_fn = functools.partial(lora_loss_terms, base=base, spec=spec)
+    rng = dropout_key(seed, state.step) if spec.dropout > 0 else None
     return step_lib.train_step(graphdef, optimizer, schedule, accum, state, batch, skip_nonfinite=skip_nonfinite,
-                               loss_fn=loss_fn)
+                               loss_fn=loss_fn, rng=rng)
 
 
 def lora_eval_step(graphdef, spec: LoraSpec, adapters, base, batch) -> dict:

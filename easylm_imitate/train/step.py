@@ -79,32 +79,43 @@ def _split_micro(batch, accum: int):
     return jax.tree.map(split, batch)
 
 
-def summed_grads(graphdef, params, batch, accum: int, loss_fn=None):
+def summed_grads(graphdef, params, batch, accum: int, loss_fn=None, rng=None):
     """Gradients of the summed loss and the summed metrics, accumulated over `accum` micro-batches.
-    `loss_fn(graphdef, params, batch)` replaces `loss_terms` (e.g. LoRA: params are the adapters)."""
+    `loss_fn(graphdef, params, batch)` replaces `loss_terms` (e.g. LoRA: params are the adapters).
+    With `rng` (e.g. a dropout key), `loss_fn` is called with `rng=`: micro-batch i gets
+    `fold_in(rng, i)`, so each draws its own masks, as one large batch would."""
     grad_fn = jax.grad(loss_fn or loss_terms, argnums=1, has_aux=True)
-    if accum == 1:
-        return grad_fn(graphdef, params, batch)
 
-    def body(carry, micro):
+    def micro_grads(micro, index):
+        if rng is None:
+            return grad_fn(graphdef, params, micro)
+        return grad_fn(graphdef, params, micro, rng=jax.random.fold_in(rng, index))
+
+    if accum == 1:
+        return micro_grads(batch, 0)
+
+    def body(carry, xs):
         grads, sums = carry
-        g, m = grad_fn(graphdef, params, micro)
+        g, m = micro_grads(*xs)
         return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, sums, m)), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     zero_sums = {"loss_sum": 0.0, "count": 0.0, "correct": 0.0}
     zero_sums = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), {**zero_sums, **distill.zero_sums(batch)})
-    (grads, sums), _ = jax.lax.scan(body, (zeros, zero_sums), _split_micro(batch, accum))
+    xs = (_split_micro(batch, accum), jnp.arange(accum, dtype=jnp.int32))
+    (grads, sums), _ = jax.lax.scan(body, (zeros, zero_sums), xs)
     return grads, sums
 
 
 def train_step(graphdef, optimizer: optax.GradientTransformation, schedule, accum: int,
-               state: TrainState, batch, skip_nonfinite: bool = False, loss_fn=None) -> tuple[TrainState, dict]:
+               state: TrainState, batch, skip_nonfinite: bool = False, loss_fn=None,
+               rng=None) -> tuple[TrainState, dict]:
     """One update on the global batch: the loss is the token mean over the whole batch.
+    `loss_fn` and `rng` as in `summed_grads`.
 
     `metrics["nonfinite"]` is 1.0 when the loss or the gradient norm is NaN or infinite; with
     `skip_nonfinite` such a step keeps the previous parameters and optimizer state."""
-    grads, sums = summed_grads(graphdef, state.params, batch, accum, loss_fn)
+    grads, sums = summed_grads(graphdef, state.params, batch, accum, loss_fn, rng)
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

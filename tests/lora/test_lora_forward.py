@@ -82,7 +82,7 @@ def test_dropout_changes_the_adapters_gradient_and_keeps_it_finite():
     graphdef, _ = nnx.split(model)
     key = lora_step.dropout_key(0, 3)
     grads, _ = jax.grad(lora_step.lora_loss_terms, argnums=1, has_aux=True)(graphdef, adapters, BATCH, base=params,
-                                                                              spec=spec, key=key)
+                                                                              spec=spec, rng=key)
     no_key, _ = jax.grad(lora_step.lora_loss_terms, argnums=1, has_aux=True)(graphdef, adapters, BATCH, base=params,
                                                                                 spec=spec)
     ga, ga_plain = np.asarray(grads["blocks"]["wq"]["lora_a"]), np.asarray(no_key["blocks"]["wq"]["lora_a"])

@@ -81,3 +81,22 @@ def test_cross_entropy_and_its_gradient_equal_optax():
 
     got, want = run(cross_entropy), run(optax.softmax_cross_entropy_with_integer_labels)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+
+
+def test_each_micro_batch_gets_its_own_key_from_the_steps_rng():
+    """With `rng`, micro-batch i's loss sees `fold_in(rng, i)` (e.g. its own dropout masks),
+    not one key shared by all of a step's micro-batches."""
+    def noisy_loss(graphdef, params, batch, rng):
+        noise = jax.random.normal(rng, params["w"].shape)
+        loss = jnp.sum(params["w"] * noise) * jnp.sum(batch["weights"])
+        return loss, {"loss_sum": loss, "count": jnp.sum(batch["weights"]), "correct": jnp.zeros(())}
+
+    params = {"w": jnp.zeros((5,))}
+    batch = {"weights": jnp.ones((4, 3))}
+    rng = jax.random.key(7)
+    grads, _ = summed_grads(None, params, batch, 2, noisy_loss, rng)
+    want = sum(6.0 * jax.random.normal(jax.random.fold_in(rng, i), (5,)) for i in range(2))
+    np.testing.assert_allclose(np.asarray(grads["w"]), np.asarray(want), rtol=1e-6)
+    one, _ = summed_grads(None, params, batch, 1, noisy_loss, rng)
+    np.testing.assert_allclose(np.asarray(one["w"]), 12.0 * np.asarray(jax.random.normal(jax.random.fold_in(rng, 0), (5,))),
+                               rtol=1e-6)
