@@ -34,8 +34,7 @@ def model_inputs(base: dict, adapters: dict, spec: LoraSpec, key: jax.Array | No
     replaced = {name: w for name, w in base["blocks"].items() if quant.is_quantized(w)}
     params = {**base, "blocks": {**base["blocks"], **{name: jax.ShapeDtypeStruct(w.shape, w.codes.dtype)
                                                        for name, w in replaced.items()}}}
-    block_adapters = modules.Adapters(stacked=adapters["blocks"], key=key if spec.dropout > 0 else None,
-                                      scale=spec.scale, dropout=spec.dropout)
+    block_adapters = modules.Adapters(stacked=adapters["blocks"], key=key, scale=spec.scale, dropout=spec.dropout)
     return params, {"blocks": replaced, "adapters": block_adapters}
 
 

@@ -11,6 +11,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from easylm_imitate import parallel
+from easylm_imitate.lora import quant
 from easylm_imitate.models import attention, layers, modules
 from easylm_imitate.models.config import ModelConfig
 
@@ -117,7 +118,7 @@ class Blocks(nnx.Module):
 def _one_layer(value):
     """A stacked entry's slice as the scan hands it over: arrays are sliced already; a
     quantised array (a pytree) has its codes and scales sliced and its layout fixed here."""
-    return value.unstacked() if hasattr(value, "unstacked") else value
+    return value.unstacked() if quant.is_quantized(value) else value
 
 
 class DecoderLM(nnx.Module):
@@ -145,7 +146,8 @@ class DecoderLM(nnx.Module):
         """Layer `index`'s block module (a tree of NNX modules: norms, attention, MLP and their
         `Linear` projections) over that layer's slice of the stacked parameters, as the forward
         pass builds it; for inspecting one layer or running it alone."""
-        p = {name: value[index] for name, value in self.blocks.stacked(layers.compute_dtype(self.cfg.dtype)).items()}
+        dtype = layers.compute_dtype(self.cfg.dtype)
+        p = {name: var[...][index].astype(dtype) for name, var in vars(self.blocks).items() if isinstance(var, nnx.Param)}
         return self.layer(modules.LayerFactory(p, self.blocks.layer_axes(), self.sharding_rules))
 
     def layer(self, make: modules.LayerFactory) -> nnx.Module:

@@ -84,7 +84,7 @@ class GPT2(DecoderLM):
                              make.linear("wv", "v_proj", bias="bv"), make.linear("wo", "o_proj", bias="bo", in_dims=2))
         mlp = GeluMLP(make.linear("w_fc", "mlp_up", bias="b_fc"), make.linear("w_proj", "mlp_down", bias="b_proj"))
         return DecoderBlock(make.layer_norm("ln1_scale", "ln1_bias", cfg.norm_eps), attn,
-                         make.layer_norm("ln2_scale", "ln2_bias", cfg.norm_eps), mlp)
+                            make.layer_norm("ln2_scale", "ln2_bias", cfg.norm_eps), mlp)
 
     def head(self, x, dtype):
         """Final LayerNorm and the tied output projection, float32 logits."""

@@ -7,7 +7,7 @@ the model (train or eval step, sampler, scorer, `load(mesh=...)`) partitions it 
 The layers of a model are stacked: `Blocks` stores each parameter once for all layers (the
 `[layers, ...]` arrays checkpoints have always held, e.g. `blocks/wq`). The scanned forward
 pass takes one layer's slice of that stack and builds the family's block module over it
-(`LlamaBlock.from_layer`), which is what `nnx.scan` does with a stacked module's state; the
+(`DecoderLM.layer`), which is what `nnx.scan` does with a stacked module's state; the
 stored layout stays as it was, so old checkpoints, the converters and the exports read it
 unchanged. The arithmetic sits in `layers.py` (its custom backward passes behind these
 modules), attention in `attention.py`.
@@ -15,6 +15,7 @@ modules), attention in `attention.py`.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 
 import flax.struct
@@ -24,12 +25,8 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from easylm_imitate import parallel
+from easylm_imitate.lora import quant
 from easylm_imitate.models import layers
-
-
-def _is_quantized(x) -> bool:
-    # A QLoRA base projection (`lora.quant.QuantizedArray`), dequantised one layer at a time.
-    return hasattr(x, "dequantize")
 
 
 class LoraAdapter(nnx.Module):
@@ -69,7 +66,7 @@ class Linear(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """[..., in...] -> [..., out...] in `x`'s dtype."""
         w = self.kernel.get_value()
-        w = w.dequantize(x.dtype) if _is_quantized(w) else w.astype(x.dtype)
+        w = w.dequantize(x.dtype) if quant.is_quantized(w) else w.astype(x.dtype)
         w = parallel.constrain(w, self.kernel.logical_axes, self.rules)
         out = layers.dense(x, w, self.in_dims)
         if self.adapter is not None:
@@ -156,7 +153,7 @@ class LayerAdapters:
 
 def _name_id(name: str) -> int:
     """A stable small integer per parameter name, to give each projection its own dropout key."""
-    return sum((i + 1) * ord(c) for i, c in enumerate(name)) % (2 ** 31)
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
 
 
 class LayerFactory:
